@@ -1,0 +1,184 @@
+"""The asyncio side of SIP: UDP and TCP sockets feeding one sans-IO `SipEndpoint`.
+
+Everything here is plumbing: bytes in -> `endpoint.receive_*`, then `flush()` sends what the
+endpoint produced and re-arms the one timer the endpoint asks for (the aioquic adapter shape).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from edge.sip.endpoint import EndpointConfig, SipEndpoint
+from edge.sip.events import CloseConnection, Event, Transmit
+
+if TYPE_CHECKING:
+    from edge.config import ProxyConfig
+    from edge.metrics import Metrics
+
+log = logging.getLogger("sdpbx.sip.io")
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: SipServer) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport: no isinstance.
+        self._server._udp = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        server = self._server
+        server.endpoint.receive_datagram(data, (addr[0], addr[1]), server._loop.time())
+        server.flush()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the transactions' timers deal with the loss.
+        log.debug("udp error: %s", exc)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    def __init__(self, server: SipServer, connection_id: int) -> None:
+        self._server = server
+        self._id = connection_id
+        self._address: tuple[str, int] = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
+        peer = stream.get_extra_info("peername")
+        self._address = (peer[0], peer[1])
+        self._server._connections[self._id] = stream
+        self._server.endpoint.connection_made(self._id, self._address)
+        self._server.metrics.tcp_connections_changed(len(self._server._connections))
+
+    def data_received(self, data: bytes) -> None:
+        server = self._server
+        server.endpoint.receive_stream_data(self._id, data, server._loop.time())
+        server.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self._server
+        server._connections.pop(self._id, None)
+        server.endpoint.connection_lost(self._id)
+        server.metrics.tcp_connections_changed(len(server._connections))
+
+
+class SipServer:
+    """Binds the SIP UDP and TCP listeners of `[proxy]` and drives the endpoint."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        metrics: Metrics,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.metrics = metrics
+        self._on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._connections: dict[int, asyncio.Transport] = {}
+        self._connection_ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.udp_address: tuple[str, int] = ("", 0)
+        self.tcp_address: tuple[str, int] = ("", 0)
+
+    @classmethod
+    async def start(
+        cls,
+        config: ProxyConfig,
+        metrics: Metrics,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> SipServer:
+        endpoint = SipEndpoint(
+            EndpointConfig(
+                user_agent=config.useragent,
+                t1=config.t1_ms / 1000,
+                t2=config.t2_ms / 1000,
+                t4=config.t4_ms / 1000,
+                max_message_size=config.max_message_size,
+            ),
+            token=lambda: secrets.token_hex(8),
+            observer=metrics,
+        )
+        server = cls(endpoint, metrics, on_event)
+        loop = server._loop
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(server), local_addr=(config.addr, config.udp_port)
+        )
+        server.udp_address = udp.get_extra_info("sockname")[:2]
+        server._tcp = await loop.create_server(
+            lambda: _TcpProtocol(server, next(server._connection_ids)),
+            host=config.addr,
+            port=config.tcp_port,
+            reuse_address=True,
+        )
+        server.tcp_address = server._tcp.sockets[0].getsockname()[:2]
+        endpoint.set_local_addresses(udp=server.udp_address, tcp=server.tcp_address)
+        return server
+
+    def flush(self) -> None:
+        """Send what the endpoint produced, hand events on, and re-arm the timer."""
+        endpoint = self.endpoint
+        for output in endpoint.outputs():
+            if isinstance(output, Transmit):
+                self._transmit(output)
+            elif isinstance(output, CloseConnection):
+                transport = self._connections.get(output.connection)
+                if transport is not None:
+                    log.info("closing tcp connection: %s", output.reason)
+                    transport.close()
+        event = endpoint.next_event()
+        while event is not None:
+            if self._on_event is not None:
+                self._on_event(event)
+            event = endpoint.next_event()
+        self._arm_timer()
+
+    def _transmit(self, output: Transmit) -> None:
+        peer = output.peer
+        if peer.transport == "UDP":
+            if self._udp is not None:
+                self._udp.sendto(output.data, peer.address)
+            return
+        transport = self._connections.get(peer.connection) if peer.connection else None
+        if transport is None or transport.is_closing():
+            # Outbound TCP connections arrive with the B2BUA; a reply for a closed one is lost
+            # and the transaction's timers report it.
+            log.info("no tcp connection to %s:%s, message dropped", *peer.address)
+            return
+        transport.write(output.data)
+
+    def _arm_timer(self) -> None:
+        when = self.endpoint.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._fire_timer)
+
+    def _fire_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.endpoint.handle_timer(self._loop.time())
+        self.flush()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            for transport in list(self._connections.values()):
+                transport.close()
+            await self._tcp.wait_closed()

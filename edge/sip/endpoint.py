@@ -1,0 +1,468 @@
+"""The sans-IO SIP endpoint: datagrams and stream bytes in, datagrams, timers and events out.
+
+It owns what every SIP element does before any PBX logic runs: framing and parsing, the
+RFC 3261 §8.2 checks a UAS makes (505, 501, 416, 420, 400), Via stamping (§18.2.1, RFC 3581),
+response routing (§18.2.2), the transaction layer (§17), answering OPTIONS (§11.2), and RFC 5626
+keep-alives. The transaction user (registrar, B2BUA...) sees only `Event`s and answers through
+`respond()` / `send_request()`.
+
+The shape is aioquic's: `receive_datagram(data, addr, now)`, `outputs()`, `next_event()`,
+`get_timer()`, `handle_timer(now)`. No sockets, no clock, no randomness inside: `now` is passed
+in and `token()` is injected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge.sip.errors import SipParseError
+from edge.sip.events import (
+    Address,
+    CancelReceived,
+    CloseConnection,
+    Event,
+    Output,
+    Peer,
+    RequestReceived,
+    ResponseReceived,
+    TransactionFailed,
+    Transmit,
+)
+from edge.sip.framing import PONG, KeepAlivePing, StreamFramer
+from edge.sip.message import (
+    SIP_VERSION,
+    Request,
+    Response,
+    make_response,
+    parse_message,
+    parse_message_head,
+    validate_request,
+    validate_response,
+)
+from edge.sip.timers import TimerConfig
+from edge.sip.transaction import (
+    DeliverRequest,
+    DeliverResponse,
+    SendMessage,
+    ServerTransaction,
+    TimedOut,
+    TransactionOutput,
+    TransactionTable,
+    TransportFailed,
+    client_transaction,
+    server_transaction,
+)
+from edge.sip.uri import SipUri, TelUri, parse_uri
+
+log = logging.getLogger("sdpbx.sip")
+
+# Methods the endpoint itself always processes (RFC 3261 §17: ACK and CANCEL are handled at the
+# transaction layer; OPTIONS is answered by the core, §11.2).
+CORE_METHODS = ("OPTIONS", "ACK", "CANCEL")
+
+
+class EndpointObserver(Protocol):
+    """What the endpoint reports for metrics (the edge's `Metrics` implements it)."""
+
+    def message_received(self, transport: str, kind: str) -> None: ...
+    def message_sent(self, transport: str, kind: str) -> None: ...
+    def parse_error(self, transport: str) -> None: ...
+    def rejected(self, status: int) -> None: ...
+    def dropped(self, reason: str) -> None: ...
+
+
+class _NullObserver:
+    def message_received(self, transport: str, kind: str) -> None:
+        pass
+
+    def message_sent(self, transport: str, kind: str) -> None:
+        pass
+
+    def parse_error(self, transport: str) -> None:
+        pass
+
+    def rejected(self, status: int) -> None:
+        pass
+
+    def dropped(self, reason: str) -> None:
+        pass
+
+
+@dataclass(slots=True, kw_only=True)
+class EndpointConfig:
+    user_agent: str = "sdpbx"
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    max_message_size: int = 65535
+    # Methods the transaction user handles, on top of CORE_METHODS; anything else gets 501.
+    methods: tuple[str, ...] = ()
+    # Option tags we implement (Supported; Require checks, §8.2.2.3).
+    supported: tuple[str, ...] = ()
+    accept: tuple[str, ...] = ("application/sdp",)
+    uri_schemes: tuple[str, ...] = ("sip", "sips", "tel")
+
+
+@dataclass(slots=True)
+class _Connection:
+    address: Address
+    framer: StreamFramer
+    peer: Peer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.peer = Peer(transport="TCP", address=self.address, connection=None)
+
+
+class SipEndpoint:
+    """One SIP element's transport-facing half. See the module docstring."""
+
+    def __init__(
+        self,
+        config: EndpointConfig | None = None,
+        *,
+        token: Callable[[], str],
+        observer: EndpointObserver | None = None,
+    ) -> None:
+        self.config = config or EndpointConfig()
+        self._token = token
+        self._observer: EndpointObserver = observer or _NullObserver()
+        self._outputs: list[Output] = []
+        self._events: deque[Event] = deque()
+        self._connections: dict[int, _Connection] = {}
+        self._timer_config = TimerConfig(t1=self.config.t1, t2=self.config.t2, t4=self.config.t4)
+        self._transactions = TransactionTable()
+        self.local_udp: Address | None = None
+        self.local_tcp: Address | None = None
+        methods = dict.fromkeys((*self.config.methods, *CORE_METHODS))
+        self._allow = ", ".join(methods)
+        self._allow_set = frozenset(methods)
+
+    # ---------------------------------------------------------------- adapter API
+
+    def set_local_addresses(self, *, udp: Address | None, tcp: Address | None) -> None:
+        self.local_udp = udp
+        self.local_tcp = tcp
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """One UDP datagram: exactly one message (RFC 3261 §18.3), or a keep-alive."""
+        if not data.strip(b"\r\n"):
+            return  # CRLF keep-alive over UDP: nothing to answer
+        peer = Peer(transport="UDP", address=addr)
+        if len(data) > self.config.max_message_size:
+            self._reject_unparsed(data, peer, "message too large", 513)
+            return
+        self._receive_message(data, peer, now)
+
+    def connection_made(self, connection: int, addr: Address) -> None:
+        conn = _Connection(addr, StreamFramer(self.config.max_message_size))
+        conn.peer = Peer(transport="TCP", address=addr, connection=connection)
+        self._connections[connection] = conn
+
+    def connection_lost(self, connection: int) -> None:
+        self._connections.pop(connection, None)
+
+    def receive_stream_data(self, connection: int, data: bytes, now: float) -> None:
+        conn = self._connections.get(connection)
+        if conn is None:
+            return
+        try:
+            items = conn.framer.feed(data)
+        except SipParseError as exc:
+            # Framing is lost for good (RFC 4475 §3.1.2.3): answer if we can, then close.
+            self._observer.parse_error("TCP")
+            log.warning(
+                "tcp framing error from %s:%s: %s", *conn.address, exc.reason,
+                extra={"peer": f"{conn.address[0]}:{conn.address[1]}", "reason": exc.reason},
+            )
+            self._outputs.append(CloseConnection(connection=connection, reason=exc.reason))
+            self._connections.pop(connection, None)
+            return
+        for item in items:
+            if isinstance(item, KeepAlivePing):
+                self._outputs.append(Transmit(data=PONG, peer=conn.peer))  # RFC 5626 §4.4.1
+            else:
+                self._receive_message(item, conn.peer, now)
+
+    def outputs(self) -> list[Output]:
+        """Take the transmissions and connection closes produced so far."""
+        out, self._outputs = self._outputs, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` must next run (loop time), or None."""
+        return self._transactions.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        self._process(self._transactions.handle_timer(now), now)
+
+    # ---------------------------------------------------------------- TU API
+
+    def respond(self, transaction_id: int, response: Response, now: float) -> None:
+        """Send the TU's response to the request of a server transaction."""
+        transaction = self._transactions.by_id(transaction_id)
+        if not isinstance(transaction, ServerTransaction):
+            log.info("response %d for a finished transaction not sent", response.status)
+            return
+        self._process(transaction.send_response(response, now), now)
+
+    def send_request(self, request: Request, peer: Peer, now: float) -> int:
+        """Start a client transaction for `request` to `peer`; returns its id."""
+        transaction = client_transaction(
+            request, reliable=peer.reliable, config=self._timer_config, peer=peer
+        )
+        self._transactions.add(transaction)
+        self._process(transaction.start(now), now)
+        return transaction.id
+
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None:
+        """Send a message outside any transaction (ACK for 2xx, stateless replies)."""
+        self._send(message, peer)
+
+    # ---------------------------------------------------------------- receive path
+
+    def _receive_message(self, data: bytes, peer: Peer, now: float) -> None:
+        try:
+            message = parse_message(data, stream=peer.reliable)
+        except SipParseError as exc:
+            self._reject_unparsed(data, peer, exc.reason, exc.status)
+            return
+        if isinstance(message, Response):
+            self._observer.message_received(peer.transport, "response")
+            self._receive_response(message, peer, now)
+        else:
+            self._observer.message_received(peer.transport, "request")
+            self._receive_request(message, peer, now)
+
+    def _reject_unparsed(self, data: bytes, peer: Peer, reason: str, status: int) -> None:
+        """A message that does not parse: answer 4xx/5xx when its head allows, else drop."""
+        self._observer.parse_error(peer.transport)
+        head = parse_message_head(data)
+        if isinstance(head, Request):
+            self._reject_stateless(head, peer, status, reason)
+        else:
+            self._drop(peer, reason)
+
+    def _receive_response(self, response: Response, peer: Peer, now: float) -> None:
+        try:
+            validate_response(response)
+            transaction = self._transactions.find_client(response)
+        except SipParseError as exc:
+            self._drop(peer, f"malformed response: {exc.reason}")
+            return
+        if transaction is not None:
+            self._process(transaction.receive_response(response, now), now)
+        elif response.status // 100 == 2 and response.cseq.method == "INVITE":
+            # RFC 6026 §8.4: a 2xx to INVITE outliving its transaction still goes to the TU,
+            # which owns the dialog and re-sends the ACK. Anything else is stray (§18.1.2).
+            self._events.append(ResponseReceived(response=response, peer=peer, transaction_id=None))
+        else:
+            self._drop(peer, "response matches no transaction")
+
+    def _receive_request(self, request: Request, peer: Peer, now: float) -> None:
+        try:
+            validate_request(request)
+            self._stamp_via(request, peer)
+            # Retransmissions and ACKs to our final responses belong to their transactions.
+            transaction = self._transactions.find_server(request)
+        except SipParseError as exc:
+            self._reject_stateless(request, peer, exc.status, exc.reason)
+            return
+        if transaction is not None:
+            self._process(transaction.receive_request(request, now), now)
+            return
+        if request.method == "ACK":
+            # An ACK for a 2xx is a request of its own for the TU (§17.1.1.3).
+            self._events.append(RequestReceived(request=request, peer=peer, transaction_id=None))
+            return
+        transaction = server_transaction(
+            request, reliable=peer.reliable, config=self._timer_config, peer=peer
+        )
+        self._transactions.add(transaction)
+        self._process(transaction.start(now), now)
+
+    def _dispatch(self, transaction: ServerTransaction, request: Request, now: float) -> None:
+        """A new request passed its transaction: the §8.2 checks, then the core or the TU."""
+        peer = transaction.peer
+        assert isinstance(peer, Peer)
+        if request.method == "ACK":  # RFC 6026 §8.7: an ACK to our 2xx, in Accepted
+            self._events.append(
+                RequestReceived(request=request, peer=peer, transaction_id=transaction.id)
+            )
+            return
+        status, reason, extra = self._check_request(request)
+        if status:
+            self._observer.rejected(status)
+            log.info(
+                "rejecting %s from %s:%s with %d: %s", request.method, *peer.address, status,
+                reason, extra={"call_id": request.call_id, "reason": reason},
+            )
+            response = make_response(request, status, reason, to_tag=self._token(), headers=extra)
+            self._process(transaction.send_response(response, now), now)
+        elif request.method == "CANCEL":
+            self._receive_cancel(transaction, request, now)
+        elif request.method == "OPTIONS" and "OPTIONS" not in self.config.methods:
+            self._process(transaction.send_response(self._options_response(request), now), now)
+        else:
+            self._events.append(
+                RequestReceived(request=request, peer=peer, transaction_id=transaction.id)
+            )
+
+    def _receive_cancel(self, transaction: ServerTransaction, cancel: Request, now: float) -> None:
+        invite = self._transactions.find_cancel_target(cancel)
+        if invite is None:
+            response = make_response(cancel, 481, to_tag=self._token())
+            self._process(transaction.send_response(response, now), now)
+            return
+        # §9.2: the CANCEL itself is answered 200 by the UAS; the TU then ends the INVITE (487).
+        to_tag = invite.last_response.to_addr.tag if invite.last_response else None
+        response = make_response(cancel, 200, to_tag=to_tag or self._token())
+        self._process(transaction.send_response(response, now), now)
+        self._events.append(CancelReceived(request=cancel, invite_transaction_id=invite.id))
+
+    def _check_request(self, request: Request) -> tuple[int, str, list[tuple[str, str]]]:
+        """RFC 3261 §8.2 checks in their order; (0, "", []) when the request may proceed."""
+        if request.version != SIP_VERSION:
+            return 505, "Version Not Supported", []
+        if request.method not in self._allow_set:
+            return 501, "Not Implemented", [("Allow", self._allow)]  # §8.2.1
+        uri = parse_uri(request.uri)
+        if not isinstance(uri, SipUri | TelUri) or uri_scheme(uri) not in self.config.uri_schemes:
+            return 416, "Unsupported URI Scheme", []  # §8.2.2.1
+        if request.method not in ("ACK", "CANCEL"):
+            unsupported = [
+                tag for tag in _option_tags(request.headers.get_all("Require"))
+                if tag not in self.config.supported
+            ]
+            if unsupported:
+                return 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))]  # §8.2.2.3
+        return 0, "", []
+
+    def _options_response(self, request: Request) -> Response:
+        """§11.2: what we can do, the same answer as to an INVITE capability query."""
+        return make_response(
+            request,
+            200,
+            to_tag=self._token(),
+            headers=[
+                ("Allow", self._allow),
+                ("Accept", ", ".join(self.config.accept)),
+                ("Supported", ", ".join(self.config.supported)),
+                ("Server", self.config.user_agent),
+            ],
+        )
+
+    # ---------------------------------------------------------------- helpers
+
+    def _stamp_via(self, request: Request, peer: Peer) -> None:
+        """Record where the request really came from in its top Via (§18.2.1, RFC 3581 §4)."""
+        via = request.top_via
+        host, port = peer.address
+        if via.rport is True:
+            via = via.with_rport(port).with_received(host)
+        elif via.host.strip("[]") != host:
+            via = via.with_received(host)
+        else:
+            return
+        request.headers.replace_first("Via", str(via))
+
+    def response_peer(self, response: Response, received_on: Peer) -> Peer:
+        """Where a response to a request received on `received_on` goes (§18.2.2, RFC 3581)."""
+        if received_on.reliable:
+            return received_on
+        via = response.top_via
+        host = via.received or via.host.strip("[]")
+        port = via.rport if isinstance(via.rport, int) and via.rport is not True else None
+        if port is None:
+            port = via.port or 5060
+        return Peer(transport="UDP", address=(host, port))
+
+    def _reject_stateless(
+        self, request: Request, peer: Peer, status: int, reason: str
+    ) -> None:
+        """Answer a request that cannot enter a transaction (malformed), outside any state.
+
+        ACK is never answered (§17.1.1.3), and a response needs the request's Via lines: without
+        any the request is dropped. With a Via we cannot parse (RFC 4475 §3.1.2.1), the response
+        goes back to the source address, the only place we know.
+        """
+        if request.method == "ACK" or "Via" not in request.headers:
+            self._drop(peer, reason)
+            return
+        try:
+            self._stamp_via(request, peer)
+            response = make_response(request, status, reason, to_tag=self._token())
+            destination = self.response_peer(response, peer)
+        except SipParseError:
+            response = make_response(request, status, reason, to_tag=self._token())
+            destination = peer
+        self._observer.rejected(status)
+        call_id = request.headers.get("Call-ID") or "-"
+        log.info(
+            "rejecting %s from %s:%s with %d: %s", request.method, *peer.address, status, reason,
+            extra={"call_id": call_id, "reason": reason},
+        )
+        self._send(response, destination)
+
+    def _drop(self, peer: Peer, reason: str) -> None:
+        self._observer.dropped(reason)
+        log.info(
+            "dropped message from %s:%s: %s", *peer.address, reason,
+            extra={"peer": f"{peer.address[0]}:{peer.address[1]}", "reason": reason},
+        )
+
+    def _send(self, message: Request | Response, peer: Peer) -> None:
+        kind = "request" if isinstance(message, Request) else "response"
+        self._observer.message_sent(peer.transport, kind)
+        self._outputs.append(Transmit(data=message.to_bytes(), peer=peer))
+
+    def _process(self, outputs: list[TransactionOutput], now: float) -> None:
+        """Carry out what the transactions produced: send, dispatch, report."""
+        for output in outputs:
+            if isinstance(output, SendMessage):
+                peer = output.transaction.peer
+                assert isinstance(peer, Peer)
+                message = output.message
+                if isinstance(message, Response):
+                    peer = self.response_peer(message, peer)
+                    self._observer.message_sent(peer.transport, "response")
+                else:
+                    self._observer.message_sent(peer.transport, "request")
+                self._outputs.append(Transmit(data=output.data, peer=peer))
+            elif isinstance(output, DeliverRequest):
+                transaction = output.transaction
+                assert isinstance(transaction, ServerTransaction)
+                self._dispatch(transaction, output.request, now)
+            elif isinstance(output, DeliverResponse):
+                peer = output.transaction.peer
+                assert isinstance(peer, Peer)
+                self._events.append(
+                    ResponseReceived(
+                        response=output.response, peer=peer, transaction_id=output.transaction.id
+                    )
+                )
+            elif isinstance(output, TimedOut | TransportFailed):
+                self._events.append(
+                    TransactionFailed(
+                        transaction_id=output.transaction.id,
+                        request=output.transaction.request,
+                        reason="timeout" if isinstance(output, TimedOut) else "transport error",
+                    )
+                )
+
+
+def uri_scheme(uri: SipUri | TelUri) -> str:
+    return uri.scheme if isinstance(uri, SipUri) else "tel"
+
+
+def _option_tags(values: Iterable[str]) -> list[str]:
+    return [value.strip().lower() for value in values if value.strip()]
+
+
+__all__ = ["CORE_METHODS", "EndpointConfig", "EndpointObserver", "SipEndpoint"]

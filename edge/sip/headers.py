@@ -1,0 +1,259 @@
+"""SIP header names and the ordered header list of a message.
+
+Header values are kept as raw text, exactly as received (after RFC 3261 §7.3.1 unfolding), and
+parsed into structures only when some code asks for them: a B2BUA looks at a handful of the
+headers of each message, so parsing all of them up front would be wasted work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from edge.sip.errors import SipParseError
+
+# RFC 3261 §7.3.3 and the IANA registry: compact form -> canonical name.
+COMPACT_FORMS: dict[str, str] = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+_KNOWN_NAMES = (
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "Flow-Timer", "From",
+    "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires", "Min-SE",
+    "MIME-Version", "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path",
+    "Priority", "Privacy", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck",
+    "Reason", "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Replaces",
+    "Reply-To", "Request-Disposition", "Require", "Retry-After", "Route", "RSeq",
+    "Security-Client", "Security-Server", "Security-Verify", "Server", "Service-Route",
+    "Session-Expires", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
+    "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+)
+
+_CANONICAL: dict[str, str] = {name.lower(): name for name in _KNOWN_NAMES}
+_CANONICAL.update({short: long for short, long in COMPACT_FORMS.items()})
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1): several values may share
+# one header line. Authentication headers, Date and friends contain commas but are not lists.
+LIST_HEADERS: frozenset[str] = frozenset(
+    {
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Call-Info", "Contact", "Content-Encoding", "Content-Language",
+        "Error-Info", "In-Reply-To", "P-Asserted-Identity", "P-Preferred-Identity", "Path",
+        "Proxy-Require", "Reason", "Record-Route", "Reject-Contact", "Require", "Route",
+        "Security-Client", "Security-Server", "Security-Verify", "Service-Route", "Supported",
+        "Unsupported", "Via", "Warning",
+    }
+)
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name; unknown names come back as given.
+
+    Header names are case-insensitive (RFC 3261 §7.3.1) and one-letter names are compact forms.
+    """
+    return _CANONICAL.get(name.lower(), name)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a list header's value at top-level commas (not inside quotes or <...>).
+
+    Empty elements (`a,,b`) are malformed; an unterminated quoted string or `<` is too.
+    """
+    if "," not in value:
+        stripped = value.strip()
+        if '"' in stripped or "<" in stripped:
+            _check_balanced(stripped)
+        return [stripped]
+    parts: list[str] = []
+    start = 0
+    in_quotes = False
+    in_angle = False
+    i = 0
+    n = len(value)
+    while i < n:
+        ch = value[i]
+        if in_quotes:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif in_angle:
+            if ch == ">":
+                in_angle = False
+        elif ch == "<":
+            in_angle = True
+        elif ch == ",":
+            parts.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    if in_quotes:
+        raise SipParseError("unterminated quoted string in header value")
+    if in_angle:
+        raise SipParseError("unterminated '<' in header value")
+    parts.append(value[start:].strip())
+    if any(not part for part in parts):
+        raise SipParseError("empty element in comma-separated header value")
+    return parts
+
+
+def _check_balanced(value: str) -> None:
+    in_quotes = False
+    in_angle = False
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if in_quotes:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif ch == "<":
+            in_angle = True
+        elif ch == ">":
+            in_angle = False
+        i += 1
+    if in_quotes:
+        raise SipParseError("unterminated quoted string in header value")
+    if in_angle:
+        raise SipParseError("unterminated '<' in header value")
+
+
+class Headers:
+    """The header fields of one message, in wire order.
+
+    Each entry keeps the name as written (so unknown and compact headers go back out verbatim)
+    and its canonical lower-case key for lookups. Values are the unfolded raw text.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: list[tuple[str, str, str]] | None = None) -> None:
+        # (lookup key, name as written, value)
+        self._entries: list[tuple[str, str, str]] = entries if entries is not None else []
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, str]]) -> Headers:
+        """Build from (name, value) pairs; names are written in canonical form."""
+        headers = cls()
+        for name, value in pairs:
+            headers.add(name, value)
+        return headers
+
+    @staticmethod
+    def key(name: str) -> str:
+        return canonical_name(name).lower()
+
+    def get(self, name: str) -> str | None:
+        """The first value of the header `name`, or None."""
+        key = self.key(name)
+        for entry_key, _, value in self._entries:
+            if entry_key == key:
+                return value
+        return None
+
+    def get_lines(self, name: str) -> list[str]:
+        """Every header line of that name, values unsplit."""
+        key = self.key(name)
+        return [value for entry_key, _, value in self._entries if entry_key == key]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of `name`; for list headers, comma-joined lines are split (§7.3.1)."""
+        lines = self.get_lines(name)
+        if canonical_name(name) not in LIST_HEADERS:
+            return lines
+        values: list[str] = []
+        for line in lines:
+            values.extend(split_list(line))
+        return values
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = self.key(name)
+        return any(entry_key == key for entry_key, _, _ in self._entries)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line (after any others)."""
+        canonical = canonical_name(name)
+        self._entries.append((canonical.lower(), canonical, value))
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a header line before all others (a proxy's new top Via or Record-Route)."""
+        canonical = canonical_name(name)
+        self._entries.insert(0, (canonical.lower(), canonical, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of `name` by one line, kept where the first one stood."""
+        canonical = canonical_name(name)
+        key = canonical.lower()
+        for i, (entry_key, _, _) in enumerate(self._entries):
+            if entry_key == key:
+                self._entries[i] = (key, canonical, value)
+                self._entries[i + 1 :] = [e for e in self._entries[i + 1 :] if e[0] != key]
+                return
+        self._entries.append((key, canonical, value))
+
+    def remove(self, name: str) -> None:
+        key = self.key(name)
+        self._entries = [e for e in self._entries if e[0] != key]
+
+    def remove_first(self, name: str) -> str | None:
+        """Remove the first value of `name` (splitting a comma list line); return it."""
+        key = self.key(name)
+        for i, (entry_key, written, value) in enumerate(self._entries):
+            if entry_key == key:
+                values = split_list(value) if canonical_name(name) in LIST_HEADERS else [value]
+                if len(values) > 1:
+                    self._entries[i] = (entry_key, written, ", ".join(values[1:]))
+                else:
+                    del self._entries[i]
+                return values[0]
+        return None
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first value of `name` in place (a comma list line keeps its other values)."""
+        key = self.key(name)
+        for i, (entry_key, written, line) in enumerate(self._entries):
+            if entry_key == key:
+                rest = split_list(line)[1:] if canonical_name(name) in LIST_HEADERS else []
+                self._entries[i] = (entry_key, written, ", ".join([value, *rest]))
+                return
+        self.add(name, value)
+
+    def copy(self) -> Headers:
+        return Headers(list(self._entries))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self._entries:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"

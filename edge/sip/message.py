@@ -1,0 +1,404 @@
+"""SIP messages: parse a datagram into a Request or Response, and serialize one back to bytes.
+
+Parsing is two-level. `parse_message` frames the message (RFC 3261 §18.3), reads the start line,
+unfolds and splits the header lines; the structure of individual headers (Via, From, CSeq...) is
+parsed only when a property asks for it. `validate_request`/`validate_response` check the
+mandatory headers that a transaction needs (§8.1.1) before the message goes any further.
+
+Text is decoded as UTF-8 with `surrogateescape`, so any octets a peer sends go back out unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from edge.sip.address import NameAddr, parse_name_addr
+from edge.sip.errors import SipParseError
+from edge.sip.headers import Headers, canonical_name
+from edge.sip.uri import parse_uri
+from edge.sip.via import Via, parse_via
+
+SIP_VERSION = "SIP/2.0"
+MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5: the sequence number is a 32-bit unsigned integer
+
+# RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_VERSION = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated", 200: "OK", 202: "Accepted",
+    204: "No Notification", 300: "Multiple Choices", 301: "Moved Permanently",
+    302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service", 400: "Bad Request",
+    401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 410: "Gone", 412: "Conditional Request Failed",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 417: "Unknown Resource-Priority", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    428: "Use Identity Header", 429: "Provide Referrer Identity", 433: "Anonymity Disallowed",
+    436: "Bad Identity-Info", 437: "Unsupported Certificate", 438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support", 470: "Consent Needed",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    494: "Security Agreement Required", 500: "Server Internal Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out",
+    505: "Version Not Supported", 513: "Message Too Large", 580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable", 607: "Unwanted",
+}
+
+
+@dataclass(slots=True, frozen=True)
+class CSeq:
+    """The CSeq header (RFC 3261 §20.16): a 32-bit sequence number and a method."""
+
+    seq: int
+    method: str
+
+    @classmethod
+    def parse(cls, value: str) -> CSeq:
+        number, _, method = value.strip().partition(" ")
+        method = method.strip()
+        if not number.isdigit() or not number.isascii():
+            raise SipParseError("malformed CSeq: sequence number is not a number")
+        seq = int(number)
+        if seq > MAX_CSEQ:
+            raise SipParseError("malformed CSeq: sequence number exceeds 2**32-1")
+        if not _TOKEN.fullmatch(method):
+            raise SipParseError("malformed CSeq: bad method")
+        return cls(seq, method)
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+class _MessageBase:
+    """Header accessors shared by requests and responses (parsed on each call)."""
+
+    __slots__ = ()
+    headers: Headers
+    body: bytes
+
+    @property
+    def call_id(self) -> str:
+        value = self.headers.get("Call-ID")
+        if not value:
+            raise SipParseError("missing Call-ID header")
+        return value
+
+    @property
+    def cseq(self) -> CSeq:
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise SipParseError("missing CSeq header")
+        return CSeq.parse(value)
+
+    @property
+    def vias(self) -> list[Via]:
+        return [parse_via(value) for value in self.headers.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        values = self.headers.get_all("Via")
+        if not values:
+            raise SipParseError("missing Via header")
+        return parse_via(values[0])
+
+    @property
+    def from_addr(self) -> NameAddr:
+        value = self.headers.get("From")
+        if value is None:
+            raise SipParseError("missing From header")
+        return parse_name_addr(value)
+
+    @property
+    def to_addr(self) -> NameAddr:
+        value = self.headers.get("To")
+        if value is None:
+            raise SipParseError("missing To header")
+        return parse_name_addr(value)
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.headers.get("Max-Forwards")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit() or not value.isascii() or len(value) > 3 or int(value) > 255:
+            raise SipParseError("malformed Max-Forwards")
+        return int(value)
+
+    def _serialize(self, start_line: str) -> bytes:
+        # Content-Length is always recomputed from the body, in place if the header was there.
+        body = self.body
+        lines = [start_line]
+        has_length = False
+        for name, value in self.headers:
+            if name == "Content-Length" or name in ("l", "L") or name.lower() == "content-length":
+                if not has_length:
+                    lines.append(f"{name}: {len(body)}")
+                    has_length = True
+            else:
+                lines.append(f"{name}: {value}")
+        if not has_length:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("")
+        lines.append("")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+
+@dataclass(slots=True, eq=False)
+class Request(_MessageBase):
+    """A SIP request. `uri` is the Request-URI text as received (parse it with `parse_uri`)."""
+
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def to_bytes(self) -> bytes:
+        return self._serialize(f"{self.method} {self.uri} {self.version}")
+
+    def copy(self) -> Request:
+        return Request(self.method, self.uri, self.headers.copy(), self.body, self.version)
+
+
+@dataclass(slots=True, eq=False)
+class Response(_MessageBase):
+    """A SIP response."""
+
+    status: int
+    reason: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def to_bytes(self) -> bytes:
+        return self._serialize(f"{self.version} {self.status} {self.reason}")
+
+    def copy(self) -> Response:
+        return Response(self.status, self.reason, self.headers.copy(), self.body, self.version)
+
+
+Message = Request | Response
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one SIP message.
+
+    Datagram rules (RFC 3261 §18.3): octets after the body that Content-Length declares are
+    discarded; a body shorter than Content-Length is an error; without Content-Length the body
+    is the rest of the datagram. With `stream=True` (the framer already cut the message) a
+    missing Content-Length means an empty body... and the framer enforces its presence.
+    """
+    # §7.5: CRLFs before the start line are ignored (they are keep-alives on streams).
+    start = 0
+    length = len(data)
+    while start < length and data[start] in (13, 10):
+        start += 1
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise SipParseError("incomplete message: no empty line after the headers")
+    try:
+        head = data[start:end].decode("utf-8", "surrogateescape")
+    except UnicodeDecodeError:  # pragma: no cover - surrogateescape never fails
+        raise SipParseError("undecodable header section") from None
+    lines = head.split("\r\n")
+    start_line = lines[0]
+    headers = _parse_header_lines(lines)
+    message: Request | Response
+    if start_line.startswith("SIP/") or start_line[:4].upper() == "SIP/":
+        message = _parse_status_line(start_line, headers)
+    else:
+        message = _parse_request_line(start_line, headers)
+    body_start = end + 4
+    declared = headers.get("Content-Length")
+    if declared is None:
+        message.body = data[body_start:] if not stream else b""
+    else:
+        declared = declared.strip()
+        if not declared.isdigit() or not declared.isascii():
+            raise SipParseError("malformed Content-Length")
+        size = int(declared)
+        available = length - body_start
+        if size > available:
+            raise SipParseError("Content-Length larger than the message")
+        message.body = data[body_start : body_start + size]
+    return message
+
+
+def parse_message_head(data: bytes) -> Request | Response | None:
+    """Best-effort parse of a message that `parse_message` refused, ignoring its body.
+
+    Used only to answer a malformed request with 400 (RFC 4475 §3.1.2.2: a Content-Length larger
+    than the datagram still deserves a response); None when even the head is unusable.
+    """
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[: end + 4]
+    if end < 0:
+        head = head.rstrip(b"\r\n") + b"\r\n\r\n"
+    lines = head.decode("utf-8", "surrogateescape").strip("\r\n").split("\r\n")
+    try:
+        headers = _parse_header_lines(lines)
+        if lines[0][:4].upper() == "SIP/":
+            return _parse_status_line(lines[0], headers)
+        return _parse_request_line(lines[0], headers)
+    except SipParseError:
+        return None
+
+
+def _parse_header_lines(lines: list[str]) -> Headers:
+    entries: list[tuple[str, str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            # §7.3.1: a line starting with whitespace continues the previous header value.
+            if not entries:
+                raise SipParseError("header continuation line before any header")
+            key, name, value = entries[-1]
+            entries[-1] = (key, name, f"{value} {line.strip()}" if value else line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError("malformed header line: no colon")
+        name = name.rstrip(" \t")
+        if not _TOKEN.fullmatch(name):
+            raise SipParseError("malformed header name")
+        entries.append((canonical_name(name).lower(), name, value.strip(" \t")))
+    return Headers(entries)
+
+
+def _parse_request_line(line: str, headers: Headers) -> Request:
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise SipParseError("malformed Request-Line")
+    method, uri, version = parts
+    if not _TOKEN.fullmatch(method):
+        raise SipParseError("malformed Request-Line: bad method")
+    if not uri or "<" in uri or ">" in uri:
+        raise SipParseError("malformed Request-URI")
+    if not _VERSION.fullmatch(version):
+        raise SipParseError("malformed Request-Line: bad SIP version")
+    return Request(method, uri, headers, b"", version.upper())
+
+
+def _parse_status_line(line: str, headers: Headers) -> Response:
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not _VERSION.fullmatch(version):
+        raise SipParseError("malformed Status-Line: bad SIP version")
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or not 100 <= int(code) <= 699:
+        raise SipParseError("malformed Status-Line: bad status code")
+    return Response(int(code), reason, headers, b"", version.upper())
+
+
+_MANDATORY = ("To", "From", "CSeq", "Call-ID", "Via")
+
+
+def validate_request(request: Request) -> None:
+    """Check what every request must carry before it reaches a transaction (RFC 3261 §8.1.1).
+
+    Raises SipParseError (400, reason naming the header) for a missing or malformed mandatory
+    header, a CSeq method that disagrees with the Request-Line, or a Request-URI that does not
+    parse. Max-Forwards is checked for syntax; its absence is tolerated (RFC 2543 peers).
+    """
+    headers = request.headers
+    for name in _MANDATORY:
+        if name not in headers:
+            raise SipParseError(f"missing {name} header")
+    for name in ("To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Length"):
+        if len(headers.get_lines(name)) > 1:
+            raise SipParseError(f"more than one {name} header")
+    cseq = request.cseq
+    if cseq.method != request.method:
+        raise SipParseError("CSeq method does not match the Request-Line")
+    request.vias  # noqa: B018 - parse every Via: a malformed one is a 400
+    request.from_addr  # noqa: B018
+    request.to_addr  # noqa: B018
+    request.max_forwards  # noqa: B018
+    parse_uri(request.uri)
+
+
+def validate_response(response: Response) -> None:
+    """Check a response's mandatory headers; a bad response is dropped, never answered."""
+    headers = response.headers
+    for name in _MANDATORY:
+        if name not in headers:
+            raise SipParseError(f"missing {name} header")
+    response.cseq  # noqa: B018
+    response.top_via  # noqa: B018
+    response.from_addr  # noqa: B018
+    response.to_addr  # noqa: B018
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> Response:
+    """Build a response to `request` (RFC 3261 §8.2.6).
+
+    Via (all values, in order), From, Call-ID and CSeq are copied; To is copied and gets `to_tag`
+    when it has none and the response is not a 100 (§8.2.6.2).
+    """
+    src = request.headers
+    out = Headers()
+    for value in src.get_lines("Via"):
+        out.add("Via", value)
+    from_value = src.get("From")
+    if from_value is not None:
+        out.add("From", from_value)
+    to_value = src.get("To")
+    if to_value is not None:
+        if to_tag and status > 100 and ";tag=" not in to_value.replace(" ", "").lower():
+            to_value = f"{to_value};tag={to_tag}"
+        out.add("To", to_value)
+    call_id = src.get("Call-ID")
+    if call_id is not None:
+        out.add("Call-ID", call_id)
+    cseq = src.get("CSeq")
+    if cseq is not None:
+        out.add("CSeq", cseq)
+    if status == 100 and "Timestamp" in src:
+        # §8.2.6.1: a 100 Trying copies the Timestamp header.
+        out.add("Timestamp", src.get("Timestamp") or "")
+    for name, value in headers or ():
+        out.add(name, value)
+    return Response(status, reason or REASON_PHRASES.get(status, ""), out, body)
+
+
+def new_request(
+    method: str,
+    uri: str,
+    *,
+    via: Via | str,
+    from_: NameAddr | str,
+    to: NameAddr | str,
+    call_id: str,
+    cseq: int,
+    max_forwards: int = 70,
+    contact: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> Request:
+    """Build a request with the mandatory headers of RFC 3261 §8.1.1 in the usual order."""
+    out = Headers()
+    out.add("Via", str(via))
+    out.add("Max-Forwards", str(max_forwards))
+    out.add("From", str(from_))
+    out.add("To", str(to))
+    out.add("Call-ID", call_id)
+    out.add("CSeq", f"{cseq} {method}")
+    if contact is not None:
+        out.add("Contact", contact)
+    for name, value in headers or ():
+        out.add(name, value)
+    return Request(method, uri, out, body)
