@@ -53,9 +53,9 @@ def running_edge(tmp: Path, extra_config: str = "", timeout: float = 20.0) -> It
         addresses = json.loads(ready.read_text())
         yield EdgeProcess(
             process=process,
-            sip_udp=tuple(addresses["sip_udp"]),  # type: ignore[arg-type]
-            sip_tcp=tuple(addresses["sip_tcp"]),  # type: ignore[arg-type]
-            http=tuple(addresses["http"]),  # type: ignore[arg-type]
+            sip_udp=tuple(addresses["sip_udp"]),
+            sip_tcp=tuple(addresses["sip_tcp"]),
+            http=tuple(addresses["http"]),
             log_path=log_path,
         )
     finally:

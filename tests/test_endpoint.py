@@ -231,3 +231,17 @@ def test_two_endpoints_complete_an_options_transaction_in_memory() -> None:
     event = client.next_event()
     assert isinstance(event, ResponseReceived)
     assert event.response.status == 200
+
+
+def test_cancel_crossing_the_final_response_gets_200_and_no_event() -> None:
+    endpoint = make_endpoint(methods=("INVITE",))
+    endpoint.receive_datagram(request("INVITE"), PEER, 0.0)
+    event = endpoint.next_event()
+    assert isinstance(event, RequestReceived) and event.transaction_id is not None
+    endpoint.respond(event.transaction_id, make_response(event.request, 200, to_tag="uas"), 0.05)
+    assert only_response(endpoint)[0].status == 200
+    endpoint.receive_datagram(request("CANCEL"), PEER, 0.1)
+    ok, _ = only_response(endpoint)
+    assert ok.status == 200 and ok.cseq.method == "CANCEL"
+    assert ok.to_addr.tag == "uas"
+    assert endpoint.next_event() is None

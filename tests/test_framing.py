@@ -33,7 +33,7 @@ def test_body_containing_blank_lines_is_framed_by_content_length() -> None:
     framer = StreamFramer()
     items = framer.feed(MESSAGE)
     assert items == [MESSAGE]
-    assert items[0].endswith(b"hello\r\n\r\n\r\n")
+    assert isinstance(items[0], bytes) and items[0].endswith(b"hello\r\n\r\n\r\n")
 
 
 def test_partial_message_waits_for_more() -> None:
@@ -79,7 +79,9 @@ _pieces = st.lists(
 
 
 @given(_pieces, st.data())
-def test_framing_byte_by_byte_equals_framing_whole(pieces: list[bytes], data: st.DataObject) -> None:
+def test_framing_byte_by_byte_equals_framing_whole(
+    pieces: list[bytes], data: st.DataObject
+) -> None:
     stream = b"".join(pieces)
     whole = StreamFramer().feed(stream)
     framer = StreamFramer()

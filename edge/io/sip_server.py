@@ -33,7 +33,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         server = self._server
-        server.endpoint.receive_datagram(data, (addr[0], addr[1]), server._loop.time())
+        try:
+            server.endpoint.receive_datagram(data, (addr[0], addr[1]), server._loop.time())
+        except Exception:
+            # A bug must cost one message, never the listener: uvloop closes a UDP transport
+            # whose protocol raises.
+            log.exception("internal error on a datagram from %s:%s", addr[0], addr[1])
         server.flush()
 
     def error_received(self, exc: Exception) -> None:
@@ -57,7 +62,10 @@ class _TcpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         server = self._server
-        server.endpoint.receive_stream_data(self._id, data, server._loop.time())
+        try:
+            server.endpoint.receive_stream_data(self._id, data, server._loop.time())
+        except Exception:
+            log.exception("internal error on tcp data from %s:%s", *self._address)
         server.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -169,7 +177,10 @@ class SipServer:
     def _fire_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.endpoint.handle_timer(self._loop.time())
+        try:
+            self.endpoint.handle_timer(self._loop.time())
+        except Exception:
+            log.exception("internal error in a SIP timer")
         self.flush()
 
     async def close(self) -> None:

@@ -321,10 +321,12 @@ class SipEndpoint:
             self._process(transaction.send_response(response, now), now)
             return
         # §9.2: the CANCEL itself is answered 200 by the UAS; the TU then ends the INVITE (487).
+        # A CANCEL that crosses our final response still gets its 200 but changes nothing.
         to_tag = invite.last_response.to_addr.tag if invite.last_response else None
         response = make_response(cancel, 200, to_tag=to_tag or self._token())
         self._process(transaction.send_response(response, now), now)
-        self._events.append(CancelReceived(request=cancel, invite_transaction_id=invite.id))
+        if invite.cancellable:
+            self._events.append(CancelReceived(request=cancel, invite_transaction_id=invite.id))
 
     def _check_request(self, request: Request) -> tuple[int, str, list[tuple[str, str]]]:
         """RFC 3261 §8.2 checks in their order; (0, "", []) when the request may proceed."""

@@ -78,7 +78,7 @@ class StreamFramer:
     def _consume_crlf(self, items: list[bytes | KeepAlivePing]) -> bool:
         """Consume keep-alives at the head of the buffer; False when more bytes are needed."""
         buffer = self._buffer
-        while buffer[:1] in (b"\r", b"\n"):
+        while buffer and buffer[0] in (13, 10):
             if buffer.startswith(PING):
                 items.append(KEEPALIVE_PING)
                 del buffer[:4]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from edge.sip.address import NameAddr, parse_name_addr
 from edge.sip.errors import SipParseError
 from edge.sip.headers import Headers, canonical_name
-from edge.sip.uri import parse_uri
+from edge.sip.uri import SipUri, parse_uri
 from edge.sip.via import Via, parse_via
 
 SIP_VERSION = "SIP/2.0"
@@ -128,7 +128,8 @@ class _MessageBase:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or not value.isascii() or len(value) > 3 or int(value) > 255:
+        # Leading zeros are legal (RFC 4475 §3.1.1.1: "0068"); the value is 0-255 (§20.22).
+        if not value.isdigit() or not value.isascii() or len(value) > 10 or int(value) > 255:
             raise SipParseError("malformed Max-Forwards")
         return int(value)
 
@@ -247,7 +248,12 @@ def parse_message_head(data: bytes) -> Request | Response | None:
         headers = _parse_header_lines(lines)
         if lines[0][:4].upper() == "SIP/":
             return _parse_status_line(lines[0], headers)
-        return _parse_request_line(lines[0], headers)
+        # A Request-Line with extra spaces or a bracketed URI is malformed but still names
+        # a method, which is all a 400 needs (RFC 4475 §3.1.2.7-§3.1.2.10).
+        parts = lines[0].split()
+        if len(parts) < 3 or not _TOKEN.fullmatch(parts[0]):
+            return None
+        return Request(parts[0], " ".join(parts[1:-1]), headers, b"", SIP_VERSION)
     except SipParseError:
         return None
 
@@ -320,7 +326,10 @@ def validate_request(request: Request) -> None:
     request.from_addr  # noqa: B018
     request.to_addr  # noqa: B018
     request.max_forwards  # noqa: B018
-    parse_uri(request.uri)
+    uri = parse_uri(request.uri)
+    if isinstance(uri, SipUri) and uri.headers:
+        # RFC 3261 §19.1.1 (Table 1): headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
+        raise SipParseError("Request-URI must not contain headers")
 
 
 def validate_response(response: Response) -> None:
@@ -358,7 +367,7 @@ def make_response(
         out.add("From", from_value)
     to_value = src.get("To")
     if to_value is not None:
-        if to_tag and status > 100 and ";tag=" not in to_value.replace(" ", "").lower():
+        if to_tag and status > 100 and _has_no_tag(to_value):
             to_value = f"{to_value};tag={to_tag}"
         out.add("To", to_value)
     call_id = src.get("Call-ID")
@@ -373,6 +382,14 @@ def make_response(
     for name, value in headers or ():
         out.add(name, value)
     return Response(status, reason or REASON_PHRASES.get(status, ""), out, body)
+
+
+def _has_no_tag(to_value: str) -> bool:
+    """True when the To header has no tag parameter (one inside the URI or display name is not)."""
+    try:
+        return parse_name_addr(to_value).tag is None
+    except SipParseError:
+        return ";tag=" not in to_value.replace(" ", "").lower()
 
 
 def new_request(
