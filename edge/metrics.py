@@ -1,0 +1,158 @@
+"""The edge's Prometheus metrics: one registry per `Metrics` object, and cheap hooks for IO code.
+
+The SIP IO code calls plain methods (`metrics.message_received("udp", "request")`). Labelled
+children are bound once and kept in dicts, so a call costs a dict look-up and an increment rather
+than prometheus_client's label resolution on every packet.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# The classic text exposition format, which every Prometheus version scrapes.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# `*_created` series double the exposition and no dashboard of ours reads them. The switch is
+# process-wide in prometheus_client; nothing else in sdpbx exposes metrics.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+TRANSPORTS = ("udp", "tcp")
+MESSAGE_KINDS = ("request", "response")
+TRANSACTION_KINDS = ("client", "server")
+
+
+class Metrics:
+    """The edge's metrics in a private registry (tests can create as many as they like)."""
+
+    def __init__(self, version: str = "unknown") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self._received = Counter(
+            "sdpbx_sip_messages_received", "SIP messages received and parsed.",
+            ["transport", "kind"], registry=registry,
+        )
+        self._sent = Counter(
+            "sdpbx_sip_messages_sent", "SIP messages sent.",
+            ["transport", "kind"], registry=registry,
+        )
+        self._parse_errors = Counter(
+            "sdpbx_sip_parse_errors", "Datagrams or stream messages that did not parse as SIP.",
+            ["transport"], registry=registry,
+        )
+        self._rejected = Counter(
+            "sdpbx_sip_rejected", "Requests refused with a final response, by status code.",
+            ["status"], registry=registry,
+        )
+        self._dropped = Counter(
+            "sdpbx_sip_dropped", "SIP messages dropped without a response, by reason.",
+            ["reason"], registry=registry,
+        )
+        self._transactions = Gauge(
+            "sdpbx_sip_transactions", "SIP transactions in progress.",
+            ["kind"], registry=registry,
+        )
+        self._tcp_connections = Gauge(
+            "sdpbx_tcp_connections", "Open SIP TCP connections.", registry=registry,
+        )
+        build_info = Gauge(
+            "sdpbx_build_info", "Always 1; the labels name the running build.",
+            ["version"], registry=registry,
+        )
+        build_info.labels(version).set(1)
+
+        # Bound children for the label sets known up front, under the transport's name in
+        # either case ("UDP" as in a Via, "udp" as a label); others are bound on first use.
+        spellings = [(t, t) for t in TRANSPORTS] + [(t.upper(), t) for t in TRANSPORTS]
+        self._received_by: dict[tuple[str, str], Counter] = {
+            (name, k): self._received.labels(t, k) for name, t in spellings for k in MESSAGE_KINDS
+        }
+        self._sent_by: dict[tuple[str, str], Counter] = {
+            (name, k): self._sent.labels(t, k) for name, t in spellings for k in MESSAGE_KINDS
+        }
+        self._parse_errors_by: dict[str, Counter] = {
+            name: self._parse_errors.labels(t) for name, t in spellings
+        }
+        self._rejected_by: dict[int, Counter] = {}
+        self._dropped_by: dict[str, Counter] = {}
+        self._transactions_by: dict[str, Gauge] = {
+            k: self._transactions.labels(k) for k in TRANSACTION_KINDS
+        }
+
+    # --- SIP messages ---------------------------------------------------------------------
+
+    def message_received(self, transport: str, kind: str) -> None:
+        """A SIP message parsed; `transport` is "udp"/"UDP", `kind` "request" or "response"."""
+        child = self._received_by.get((transport, kind))
+        if child is None:
+            child = self._received.labels(transport.lower(), kind)
+            self._received_by[transport, kind] = child
+        child.inc()
+
+    def message_sent(self, transport: str, kind: str) -> None:
+        child = self._sent_by.get((transport, kind))
+        if child is None:
+            child = self._sent_by[transport, kind] = self._sent.labels(transport.lower(), kind)
+        child.inc()
+
+    def parse_error(self, transport: str) -> None:
+        child = self._parse_errors_by.get(transport)
+        if child is None:
+            child = self._parse_errors.labels(transport.lower())
+            self._parse_errors_by[transport] = child
+        child.inc()
+
+    def rejected(self, status: int) -> None:
+        """We refused a request with final response `status` (400, 403, 423, 503, ...)."""
+        child = self._rejected_by.get(status)
+        if child is None:
+            child = self._rejected_by[status] = self._rejected.labels(str(status))
+        child.inc()
+
+    def dropped(self, reason: str) -> None:
+        """A message was discarded unanswered. Keep `reason` to a small fixed vocabulary
+        ("acl", "too_large", "stray_response", ...): each value is a time series."""
+        child = self._dropped_by.get(reason)
+        if child is None:
+            child = self._dropped_by[reason] = self._dropped.labels(reason)
+        child.inc()
+
+    # --- state gauges -----------------------------------------------------------------------
+
+    def transaction_started(self, kind: str) -> None:
+        """A transaction began; `kind` is "client" or "server"."""
+        self._transaction_gauge(kind).inc()
+
+    def transaction_ended(self, kind: str) -> None:
+        self._transaction_gauge(kind).dec()
+
+    def set_transactions(self, kind: str, count: int) -> None:
+        """Set the in-progress count outright (for code that counts its own table)."""
+        self._transaction_gauge(kind).set(count)
+
+    def _transaction_gauge(self, kind: str) -> Gauge:
+        child = self._transactions_by.get(kind)
+        if child is None:
+            child = self._transactions_by[kind] = self._transactions.labels(kind)
+        return child
+
+    def tcp_connection_opened(self) -> None:
+        self._tcp_connections.inc()
+
+    def tcp_connection_closed(self) -> None:
+        self._tcp_connections.dec()
+
+    def tcp_connections_changed(self, count: int) -> None:
+        """Set the number of open SIP TCP connections outright."""
+        self._tcp_connections.set(count)
+
+    # --- exposition -----------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format: `(body, content_type)`."""
+        return generate_latest(self.registry), CONTENT_TYPE

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Every check the project has, on a fresh machine or an old checkout: installs what is missing
+# (Debian packages sip-tester and sipsak for the interop tests, the .venv with sdpbx[dev]), then
+# runs ruff, mypy and pytest. Fails if any of them fails, or if no test ran.
+#
+#   ./scripts/test.sh                 everything (CI runs exactly this, through .ci/run)
+#   ./scripts/test.sh -k config -x    extra arguments go to pytest
+#
+#   SDPBX_SKIP_INSTALL=1   skip apt-get and pip (offline reruns)
+#   PYTHON=python3.12      the interpreter that creates .venv (default python3, needs >= 3.11)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PYTHON=${PYTHON:-python3}
+
+say() { printf '\n==> %s\n' "$*"; }
+
+install_debian_packages() {
+    local missing=()
+    command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+    command -v sipsak >/dev/null 2>&1 || missing+=(sipsak)
+    ((${#missing[@]})) || return 0
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo=(sudo)
+        else
+            echo "scripts/test.sh: ${missing[*]} missing and no root: the interop tests" \
+                "need them (sudo apt-get install -y ${missing[*]})" >&2
+            return 0
+        fi
+    fi
+    say "apt-get install ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+install_python_packages() {
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+            echo "scripts/test.sh: $PYTHON is older than 3.11 (set PYTHON=...)" >&2
+            exit 2
+        }
+        say "creating .venv with $("$PYTHON" --version)"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # Reinstall only when pyproject.toml changed since the last install (reruns stay quick).
+    local stamp="$VENV/.sdpbx-installed-dev" wanted
+    wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [[ ! -f "$stamp" || $(<"$stamp") != "$wanted" ]]; then
+        say "pip install -e '.[dev]'"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+        echo "$wanted" >"$stamp"
+    fi
+}
+
+if [[ ${SDPBX_SKIP_INSTALL:-0} != 1 ]]; then
+    install_debian_packages
+    install_python_packages
+fi
+
+failed=()
+check() {
+    local name=$1
+    shift
+    say "$name: $*"
+    if "$@"; then
+        echo "$name: ok"
+    else
+        echo "$name: FAILED (exit $?)" >&2
+        failed+=("$name")
+    fi
+}
+
+junit=$(mktemp)
+trap 'rm -f "$junit"' EXIT
+
+check ruff "$VENV/bin/ruff" check .
+check mypy "$VENV/bin/mypy"
+check pytest "$VENV/bin/pytest" --junitxml="$junit" "$@"
+
+# "No tests ran" is a failure too: pytest already exits 5 when none was collected; this also
+# catches a run where every test was skipped.
+executed=$("$VENV/bin/python" - "$junit" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    print(0)
+    raise SystemExit
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+print(sum(int(s.get("tests", 0)) - int(s.get("skipped", 0)) for s in suites))
+PY
+)
+if [[ $executed -eq 0 ]]; then
+    echo "pytest: no test ran" >&2
+    [[ " ${failed[*]} " == *" pytest "* ]] || failed+=("pytest (no test ran)")
+fi
+
+if ((${#failed[@]})); then
+    say "FAILED: ${failed[*]}"
+    exit 1
+fi
+say "all checks passed ($executed tests ran)"
