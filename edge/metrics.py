@@ -7,6 +7,8 @@ than prometheus_client's label resolution on every packet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -32,6 +34,7 @@ class Metrics:
 
     def __init__(self, version: str = "unknown") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._scrape_hooks: list[Callable[[Metrics], None]] = []
         registry = self.registry
         self._received = Counter(
             "sdpbx_sip_messages_received", "SIP messages received and parsed.",
@@ -153,6 +156,12 @@ class Metrics:
 
     # --- exposition -----------------------------------------------------------------------
 
+    def on_scrape(self, hook: Callable[[Metrics], None]) -> None:
+        """Run `hook` before each render: gauges that are cheaper to read than to track."""
+        self._scrape_hooks.append(hook)
+
     def render(self) -> tuple[bytes, str]:
         """The registry in Prometheus text format: `(body, content_type)`."""
+        for hook in self._scrape_hooks:
+            hook(self)
         return generate_latest(self.registry), CONTENT_TYPE

@@ -136,5 +136,7 @@ def test_garbage_does_not_stop_the_server(edge: EdgeProcess) -> None:
     assert health.status_code == 200
     metrics = httpx.get(f"http://{edge.http[0]}:{edge.http[1]}/metrics", timeout=5).text
     assert "sdpbx_sip_parse_errors_total" in metrics
+    assert 'sdpbx_sip_transactions{kind="server"}' in metrics
+    assert 'sdpbx_sip_dropped_total{reason="unparseable"}' in metrics
     lines = [json.loads(line) for line in edge.log().splitlines() if line.startswith("{")]
     assert any("dropped" in line.get("msg", "") for line in lines)

@@ -116,6 +116,7 @@ class SipServer:
             observer=metrics,
         )
         server = cls(endpoint, metrics, on_event)
+        metrics.on_scrape(server._report_transactions)
         loop = server._loop
         udp, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(server), local_addr=(config.addr, config.udp_port)
@@ -130,6 +131,10 @@ class SipServer:
         server.tcp_address = server._tcp.sockets[0].getsockname()[:2]
         endpoint.set_local_addresses(udp=server.udp_address, tcp=server.tcp_address)
         return server
+
+    def _report_transactions(self, metrics: Metrics) -> None:
+        for kind, count in self.endpoint.transaction_counts().items():
+            metrics.set_transactions(kind, count)
 
     def flush(self) -> None:
         """Send what the endpoint produced, hand events on, and re-arm the timer."""

@@ -56,7 +56,7 @@ from edge.sip.transaction import (
     client_transaction,
     server_transaction,
 )
-from edge.sip.uri import SipUri, TelUri, parse_uri
+from edge.sip.uri import SipUri, TelUri
 
 log = logging.getLogger("sdpbx.sip")
 
@@ -195,6 +195,13 @@ class SipEndpoint:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def transaction_counts(self) -> dict[str, int]:
+        """Live transactions by kind ("client", "server"), for metrics."""
+        counts = {"client": 0, "server": 0}
+        for transaction in self._transactions.transactions():
+            counts["server" if isinstance(transaction, ServerTransaction) else "client"] += 1
+        return counts
+
     def get_timer(self) -> float | None:
         """When `handle_timer` must next run (loop time), or None."""
         return self._transactions.next_deadline()
@@ -247,14 +254,14 @@ class SipEndpoint:
         if isinstance(head, Request):
             self._reject_stateless(head, peer, status, reason)
         else:
-            self._drop(peer, reason)
+            self._drop(peer, "unparseable", reason)
 
     def _receive_response(self, response: Response, peer: Peer, now: float) -> None:
         try:
             validate_response(response)
             transaction = self._transactions.find_client(response)
         except SipParseError as exc:
-            self._drop(peer, f"malformed response: {exc.reason}")
+            self._drop(peer, "malformed_response", f"malformed response: {exc.reason}")
             return
         if transaction is not None:
             self._process(transaction.receive_response(response, now), now)
@@ -263,7 +270,7 @@ class SipEndpoint:
             # which owns the dialog and re-sends the ACK. Anything else is stray (§18.1.2).
             self._events.append(ResponseReceived(response=response, peer=peer, transaction_id=None))
         else:
-            self._drop(peer, "response matches no transaction")
+            self._drop(peer, "stray_response", "response matches no transaction")
 
     def _receive_request(self, request: Request, peer: Peer, now: float) -> None:
         try:
@@ -334,7 +341,7 @@ class SipEndpoint:
             return 505, "Version Not Supported", []
         if request.method not in self._allow_set:
             return 501, "Not Implemented", [("Allow", self._allow)]  # §8.2.1
-        uri = parse_uri(request.uri)
+        uri = request.request_uri
         if not isinstance(uri, SipUri | TelUri) or uri_scheme(uri) not in self.config.uri_schemes:
             return 416, "Unsupported URI Scheme", []  # §8.2.2.1
         if request.method not in ("ACK", "CANCEL"):
@@ -365,14 +372,9 @@ class SipEndpoint:
     def _stamp_via(self, request: Request, peer: Peer) -> None:
         """Record where the request really came from in its top Via (§18.2.1, RFC 3581 §4)."""
         via = request.top_via
-        host, port = peer.address
-        if via.rport is True:
-            via = via.with_rport(port).with_received(host)
-        elif via.host.strip("[]") != host:
-            via = via.with_received(host)
-        else:
-            return
-        request.headers.replace_first("Via", str(via))
+        stamped = via.with_source(*peer.address)
+        if stamped is not via:
+            request.replace_top_via(stamped)
 
     def response_peer(self, response: Response, received_on: Peer) -> Peer:
         """Where a response to a request received on `received_on` goes (§18.2.2, RFC 3581)."""
@@ -395,7 +397,7 @@ class SipEndpoint:
         goes back to the source address, the only place we know.
         """
         if request.method == "ACK" or "Via" not in request.headers:
-            self._drop(peer, reason)
+            self._drop(peer, "unanswerable", reason)
             return
         try:
             self._stamp_via(request, peer)
@@ -412,8 +414,9 @@ class SipEndpoint:
         )
         self._send(response, destination)
 
-    def _drop(self, peer: Peer, reason: str) -> None:
-        self._observer.dropped(reason)
+    def _drop(self, peer: Peer, category: str, reason: str) -> None:
+        """Drop a message: `category` labels the metric (a few fixed values), `reason` is logged."""
+        self._observer.dropped(category)
         log.info(
             "dropped message from %s:%s: %s", *peer.address, reason,
             extra={"peer": f"{peer.address[0]}:{peer.address[1]}", "reason": reason},

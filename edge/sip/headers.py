@@ -7,9 +7,12 @@ headers of each message, so parsing all of them up front would be wasted work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar, cast
 
-from edge.sip.errors import SipParseError
+from edge.sip.grammar import split_comma_list
+
+T = TypeVar("T")
 
 # RFC 3261 §7.3.3 and the IANA registry: compact form -> canonical name.
 COMPACT_FORMS: dict[str, str] = {
@@ -67,6 +70,21 @@ LIST_HEADERS: frozenset[str] = frozenset(
 )
 
 
+# Lookup keys of the names our own code asks for ("Via", "v", "call-id"...), memoised: a header
+# lookup is then one dict hit. Only names from code land here (bounded); wire names do not.
+_LOOKUP_KEYS: dict[str, str] = {}
+
+
+def lookup_key(name: str) -> str:
+    """The key a header is stored under: its canonical name, lower-cased."""
+    key = _LOOKUP_KEYS.get(name)
+    if key is None:
+        key = canonical_name(name).lower()
+        if len(_LOOKUP_KEYS) < 1024:
+            _LOOKUP_KEYS[name] = key
+    return key
+
+
 def canonical_name(name: str) -> str:
     """The canonical spelling of a header name; unknown names come back as given.
 
@@ -75,72 +93,8 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
-def split_list(value: str) -> list[str]:
-    """Split a list header's value at top-level commas (not inside quotes or <...>).
-
-    Empty elements (`a,,b`) are malformed; an unterminated quoted string or `<` is too.
-    """
-    if "," not in value:
-        stripped = value.strip()
-        if '"' in stripped or "<" in stripped:
-            _check_balanced(stripped)
-        return [stripped]
-    parts: list[str] = []
-    start = 0
-    in_quotes = False
-    in_angle = False
-    i = 0
-    n = len(value)
-    while i < n:
-        ch = value[i]
-        if in_quotes:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                in_quotes = False
-        elif ch == '"':
-            in_quotes = True
-        elif in_angle:
-            if ch == ">":
-                in_angle = False
-        elif ch == "<":
-            in_angle = True
-        elif ch == ",":
-            parts.append(value[start:i].strip())
-            start = i + 1
-        i += 1
-    if in_quotes:
-        raise SipParseError("unterminated quoted string in header value")
-    if in_angle:
-        raise SipParseError("unterminated '<' in header value")
-    parts.append(value[start:].strip())
-    if any(not part for part in parts):
-        raise SipParseError("empty element in comma-separated header value")
-    return parts
-
-
-def _check_balanced(value: str) -> None:
-    in_quotes = False
-    in_angle = False
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if in_quotes:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                in_quotes = False
-        elif ch == '"':
-            in_quotes = True
-        elif ch == "<":
-            in_angle = True
-        elif ch == ">":
-            in_angle = False
-        i += 1
-    if in_quotes:
-        raise SipParseError("unterminated quoted string in header value")
-    if in_angle:
-        raise SipParseError("unterminated '<' in header value")
+# Splitting a list header's value at top-level commas (§7.3.1): one implementation, the grammar's.
+split_list = split_comma_list
 
 
 class Headers:
@@ -150,11 +104,25 @@ class Headers:
     and its canonical lower-case key for lookups. Values are the unfolded raw text.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_parsed")
 
     def __init__(self, entries: list[tuple[str, str, str]] | None = None) -> None:
         # (lookup key, name as written, value)
         self._entries: list[tuple[str, str, str]] = entries if entries is not None else []
+        # Structures parsed from these headers (top Via, From...), dropped on any change.
+        self._parsed: dict[str, object] | None = None
+
+    def memo(self, name: str, parse: Callable[[], T]) -> T:
+        """`parse()`, computed once until the headers change (a message's Via is read by the
+        transaction layer, the endpoint and the TU: parse it once)."""
+        parsed = self._parsed
+        if parsed is None:
+            parsed = self._parsed = {}
+        elif name in parsed:
+            return cast(T, parsed[name])
+        value = parse()
+        parsed[name] = value
+        return value
 
     @classmethod
     def of(cls, pairs: list[tuple[str, str]]) -> Headers:
@@ -166,7 +134,7 @@ class Headers:
 
     @staticmethod
     def key(name: str) -> str:
-        return canonical_name(name).lower()
+        return lookup_key(name)
 
     def get(self, name: str) -> str | None:
         """The first value of the header `name`, or None."""
@@ -188,7 +156,7 @@ class Headers:
             return lines
         values: list[str] = []
         for line in lines:
-            values.extend(split_list(line))
+            values.extend(split_comma_list(line))
         return values
 
     def __contains__(self, name: object) -> bool:
@@ -199,16 +167,19 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a header line (after any others)."""
+        self._parsed = None
         canonical = canonical_name(name)
         self._entries.append((canonical.lower(), canonical, value))
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before all others (a proxy's new top Via or Record-Route)."""
+        self._parsed = None
         canonical = canonical_name(name)
         self._entries.insert(0, (canonical.lower(), canonical, value))
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of `name` by one line, kept where the first one stood."""
+        self._parsed = None
         canonical = canonical_name(name)
         key = canonical.lower()
         for i, (entry_key, _, _) in enumerate(self._entries):
@@ -219,15 +190,18 @@ class Headers:
         self._entries.append((key, canonical, value))
 
     def remove(self, name: str) -> None:
+        self._parsed = None
         key = self.key(name)
         self._entries = [e for e in self._entries if e[0] != key]
 
     def remove_first(self, name: str) -> str | None:
         """Remove the first value of `name` (splitting a comma list line); return it."""
+        self._parsed = None
         key = self.key(name)
         for i, (entry_key, written, value) in enumerate(self._entries):
             if entry_key == key:
-                values = split_list(value) if canonical_name(name) in LIST_HEADERS else [value]
+                is_list = canonical_name(name) in LIST_HEADERS
+                values = split_comma_list(value) if is_list else [value]
                 if len(values) > 1:
                     self._entries[i] = (entry_key, written, ", ".join(values[1:]))
                 else:
@@ -237,16 +211,17 @@ class Headers:
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of `name` in place (a comma list line keeps its other values)."""
+        self._parsed = None
         key = self.key(name)
         for i, (entry_key, written, line) in enumerate(self._entries):
             if entry_key == key:
-                rest = split_list(line)[1:] if canonical_name(name) in LIST_HEADERS else []
+                rest = split_comma_list(line)[1:] if canonical_name(name) in LIST_HEADERS else []
                 self._entries[i] = (entry_key, written, ", ".join([value, *rest]))
                 return
         self.add(name, value)
 
     def copy(self) -> Headers:
-        return Headers(list(self._entries))
+        return Headers(list(self._entries))  # the memo is not shared: the copy may change
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for _, name, value in self._entries:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from edge.sip.address import NameAddr, parse_name_addr
 from edge.sip.errors import SipParseError
 from edge.sip.headers import Headers, canonical_name
-from edge.sip.uri import SipUri, parse_uri
+from edge.sip.uri import SipUri, Uri, parse_uri
 from edge.sip.via import Via, parse_via
 
 SIP_VERSION = "SIP/2.0"
@@ -92,6 +92,9 @@ class _MessageBase:
 
     @property
     def cseq(self) -> CSeq:
+        return self.headers.memo("CSeq", self._parse_cseq)
+
+    def _parse_cseq(self) -> CSeq:
         value = self.headers.get("CSeq")
         if value is None:
             raise SipParseError("missing CSeq header")
@@ -99,17 +102,30 @@ class _MessageBase:
 
     @property
     def vias(self) -> list[Via]:
+        """Every Via value, parsed, top first (read-only: change the headers instead)."""
+        return self.headers.memo("Via", self._parse_vias)
+
+    def _parse_vias(self) -> list[Via]:
         return [parse_via(value) for value in self.headers.get_all("Via")]
 
     @property
     def top_via(self) -> Via:
-        values = self.headers.get_all("Via")
-        if not values:
+        vias = self.vias
+        if not vias:
             raise SipParseError("missing Via header")
-        return parse_via(values[0])
+        return vias[0]
+
+    def replace_top_via(self, via: Via) -> None:
+        """Replace the top Via (a server stamping `received`/`rport`), keeping the parse."""
+        vias = [via, *self.vias[1:]]
+        self.headers.replace_first("Via", str(via))
+        self.headers.memo("Via", lambda: vias)
 
     @property
     def from_addr(self) -> NameAddr:
+        return self.headers.memo("From", self._parse_from)
+
+    def _parse_from(self) -> NameAddr:
         value = self.headers.get("From")
         if value is None:
             raise SipParseError("missing From header")
@@ -117,6 +133,9 @@ class _MessageBase:
 
     @property
     def to_addr(self) -> NameAddr:
+        return self.headers.memo("To", self._parse_to)
+
+    def _parse_to(self) -> NameAddr:
         value = self.headers.get("To")
         if value is None:
             raise SipParseError("missing To header")
@@ -161,6 +180,17 @@ class Request(_MessageBase):
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = SIP_VERSION
+    _parsed_uri: tuple[str, Uri] | None = field(default=None, repr=False)
+
+    @property
+    def request_uri(self) -> Uri:
+        """The Request-URI, parsed (once per value of `uri`)."""
+        cached = self._parsed_uri
+        if cached is not None and cached[0] == self.uri:
+            return cached[1]
+        parsed = parse_uri(self.uri)
+        self._parsed_uri = (self.uri, parsed)
+        return parsed
 
     def to_bytes(self) -> bytes:
         return self._serialize(f"{self.method} {self.uri} {self.version}")
@@ -266,7 +296,9 @@ def _parse_header_lines(lines: list[str]) -> Headers:
             if not entries:
                 raise SipParseError("header continuation line before any header")
             key, name, value = entries[-1]
-            entries[-1] = (key, name, f"{value} {line.strip()}" if value else line.strip())
+            more = line.strip(" \t")
+            if more:  # a whitespace-only continuation adds nothing (LWS is not value, §7.3.1)
+                entries[-1] = (key, name, f"{value} {more}" if value else more)
             continue
         name, colon, value = line.partition(":")
         if not colon:
@@ -326,7 +358,7 @@ def validate_request(request: Request) -> None:
     request.from_addr  # noqa: B018
     request.to_addr  # noqa: B018
     request.max_forwards  # noqa: B018
-    uri = parse_uri(request.uri)
+    uri = request.request_uri
     if isinstance(uri, SipUri) and uri.headers:
         # RFC 3261 §19.1.1 (Table 1): headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
         raise SipParseError("Request-URI must not contain headers")

@@ -1000,6 +1000,10 @@ class TransactionTable:
     def get(self, key: TransactionKey) -> Transaction | None:
         return self._by_key.get(key)
 
+    def transactions(self) -> list[Transaction]:
+        """A snapshot of the live transactions."""
+        return list(self._by_key.values())
+
     def by_id(self, transaction_id: int) -> Transaction | None:
         return self._by_id.get(transaction_id)
 
