@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from edge.sip.address import NameAddr, parse_name_addr
 from edge.sip.errors import SipParseError
+from edge.sip.grammar import split_comma_list
 from edge.sip.headers import Headers, canonical_name
 from edge.sip.uri import SipUri, Uri, parse_uri
 from edge.sip.via import Via, parse_via
@@ -110,16 +111,20 @@ class _MessageBase:
 
     @property
     def top_via(self) -> Via:
-        vias = self.vias
-        if not vias:
+        """The first Via value (the one transactions match on), parsed alone."""
+        return self.headers.memo("Via:top", self._parse_top_via)
+
+    def _parse_top_via(self) -> Via:
+        line = self.headers.get("Via")
+        if line is None:
             raise SipParseError("missing Via header")
-        return vias[0]
+        # Most Via lines hold one value; split only when a comma says there may be more.
+        return parse_via(split_comma_list(line)[0] if "," in line else line)
 
     def replace_top_via(self, via: Via) -> None:
         """Replace the top Via (a server stamping `received`/`rport`), keeping the parse."""
-        vias = [via, *self.vias[1:]]
         self.headers.replace_first("Via", str(via))
-        self.headers.memo("Via", lambda: vias)
+        self.headers.memo("Via:top", lambda: via)
 
     @property
     def from_addr(self) -> NameAddr:
@@ -288,6 +293,24 @@ def parse_message_head(data: bytes) -> Request | Response | None:
         return None
 
 
+# Header name as written -> lookup key, for names already seen: most messages repeat the same
+# few dozen spellings, so the token check and canonicalisation run once per spelling. Bounded,
+# since the names come from the wire.
+_NAME_KEYS: dict[str, str] = {}
+_NAME_KEYS_MAX = 4096
+
+
+def _header_key(name: str) -> str:
+    key = _NAME_KEYS.get(name)
+    if key is None:
+        if not _TOKEN.fullmatch(name):
+            raise SipParseError("malformed header name")
+        key = canonical_name(name).lower()
+        if len(_NAME_KEYS) < _NAME_KEYS_MAX:
+            _NAME_KEYS[name] = key
+    return key
+
+
 def _parse_header_lines(lines: list[str]) -> Headers:
     entries: list[tuple[str, str, str]] = []
     for line in lines[1:]:
@@ -304,9 +327,7 @@ def _parse_header_lines(lines: list[str]) -> Headers:
         if not colon:
             raise SipParseError("malformed header line: no colon")
         name = name.rstrip(" \t")
-        if not _TOKEN.fullmatch(name):
-            raise SipParseError("malformed header name")
-        entries.append((canonical_name(name).lower(), name, value.strip(" \t")))
+        entries.append((_header_key(name), name, value.strip(" \t")))
     return Headers(entries)
 
 
