@@ -793,3 +793,19 @@ def test_cancel_flow_rfc_3665_3_8() -> None:
     out = invite_tx.receive_response(respond(invite, 487), 2.2)
     assert kinds(out) == ["SendMessage", "DeliverResponse"]
     assert invite_tx.ack is not None and invite_tx.ack.headers.get("CSeq") == "1 ACK"
+
+
+@pytest.mark.parametrize(
+    ("machine", "method"),
+    [
+        (ClientInviteTransaction, "OPTIONS"),
+        (ClientInviteTransaction, "ACK"),
+        (ServerInviteTransaction, "BYE"),
+        (ClientNonInviteTransaction, "INVITE"),
+        (ServerNonInviteTransaction, "INVITE"),
+        (ServerNonInviteTransaction, "ACK"),
+    ],
+)
+def test_a_machine_refuses_a_method_it_is_not_for(machine: type[Transaction], method: str) -> None:
+    with pytest.raises(LocalProtocolError, match=f"cannot handle {method}"):
+        machine(request(method=method), reliable=False)  # type: ignore[call-arg]

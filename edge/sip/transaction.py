@@ -517,6 +517,7 @@ class Transaction:
     KIND: ClassVar[str]
     TABLE: ClassVar[Table]
     TIMERS: ClassVar[StateTimers]
+    FOR_INVITE: ClassVar[bool]  # the INVITE machines take INVITE only; the others never it
 
     def __init__(
         self,
@@ -527,6 +528,9 @@ class Transaction:
         config: TimerConfig | None,
         peer: object,
     ) -> None:
+        if request.method == "ACK" or (request.method == "INVITE") != self.FOR_INVITE:
+            # ACK has no transaction of its own (§17.1.1.3, §17.2.3).
+            raise LocalProtocolError(f"a {self.KIND} transaction cannot handle {request.method}")
         self.request = request
         self.key = key
         self.reliable = reliable
@@ -723,6 +727,7 @@ class ClientInviteTransaction(ClientTransaction):
     __slots__ = ("_ack_data", "ack")
 
     KIND = "INVITE client"
+    FOR_INVITE = True
     TABLE = CLIENT_INVITE
     TIMERS = CLIENT_INVITE_TIMERS
 
@@ -734,8 +739,6 @@ class ClientInviteTransaction(ClientTransaction):
         config: TimerConfig | None = None,
         peer: object = None,
     ) -> None:
-        if request.method != "INVITE":
-            raise LocalProtocolError(f"an INVITE client transaction cannot send {request.method}")
         super().__init__(request, reliable=reliable, config=config, peer=peer)
         self.ack: Request | None = None
         self._ack_data = b""
@@ -771,22 +774,9 @@ class ClientNonInviteTransaction(ClientTransaction):
     __slots__ = ()
 
     KIND = "non-INVITE client"
+    FOR_INVITE = False
     TABLE = CLIENT_NON_INVITE
     TIMERS = CLIENT_NON_INVITE_TIMERS
-
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        config: TimerConfig | None = None,
-        peer: object = None,
-    ) -> None:
-        if request.method in ("INVITE", "ACK"):
-            raise LocalProtocolError(
-                f"a non-INVITE client transaction cannot send {request.method}"
-            )
-        super().__init__(request, reliable=reliable, config=config, peer=peer)
 
 
 class ServerTransaction(Transaction):
@@ -883,6 +873,7 @@ class ServerInviteTransaction(ServerTransaction):
     __slots__ = ("response_to_tag",)
 
     KIND = "INVITE server"
+    FOR_INVITE = True
     TABLE = SERVER_INVITE
     TIMERS = SERVER_INVITE_TIMERS
 
@@ -894,8 +885,6 @@ class ServerInviteTransaction(ServerTransaction):
         config: TimerConfig | None = None,
         peer: object = None,
     ) -> None:
-        if request.method != "INVITE":
-            raise LocalProtocolError(f"an INVITE server transaction cannot take {request.method}")
         super().__init__(request, reliable=reliable, config=config, peer=peer)
         # The To tag of our final response: an RFC 2543 ACK is matched on it (§17.2.3).
         self.response_to_tag: str | None = None
@@ -917,22 +906,9 @@ class ServerNonInviteTransaction(ServerTransaction):
     __slots__ = ()
 
     KIND = "non-INVITE server"
+    FOR_INVITE = False
     TABLE = SERVER_NON_INVITE
     TIMERS = SERVER_NON_INVITE_TIMERS
-
-    def __init__(
-        self,
-        request: Request,
-        *,
-        reliable: bool,
-        config: TimerConfig | None = None,
-        peer: object = None,
-    ) -> None:
-        if request.method in ("INVITE", "ACK"):
-            raise LocalProtocolError(
-                f"a non-INVITE server transaction cannot take {request.method}"
-            )
-        super().__init__(request, reliable=reliable, config=config, peer=peer)
 
 
 def client_transaction(
