@@ -181,6 +181,42 @@ class LocatorWebhookConfig(_Section):
     events: list[LocatorEvent] = Field(default_factory=_all_locator_events)
     timeout_ms: TimeoutMs = 5000
     headers: dict[str, str] = Field(default_factory=dict)
+    # Ours: events wait in a bounded queue; when it is full the oldest is dropped (and counted).
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+
+
+class WebhookSigningConfig(_Section):
+    """`[webhooks]`: every webhook the PBX sends is signed (HMAC-SHA256, docs/webhooks.md).
+
+    Without a secret the edge generates one at start-up and logs only its key id: set one so
+    receivers can verify across restarts. Several keys allow rotation: the first signs.
+    """
+
+    secret: str | None = None
+    key_id: NonEmptyStr = "k1"
+
+
+class SecurityConfig(_Section):
+    """`[proxy.security]` (ours): limits that protect the edge from scanners and guessing."""
+
+    # Brute force: after `auth_failures_max` failed authentications from one source address
+    # within `auth_failures_window_s`, refuse it for `auth_block_s` ("403" answers, "drop" ignores).
+    auth_failures_max: Annotated[int, Field(ge=1)] = 10
+    auth_failures_window_s: Annotated[int, Field(ge=1)] = 60
+    auth_block_s: Annotated[int, Field(ge=1)] = 300
+    auth_block_action: Literal["403", "drop"] = "403"
+    # Requests per second per source address (token bucket of `rate_limit_burst`); 0 = off.
+    rate_limit_per_source: Annotated[float, Field(ge=0)] = 0
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 50
+    max_contacts_per_aor: Annotated[int, Field(ge=1, le=1000)] = 10
+    # Silently drop requests whose User-Agent contains one of these (case-insensitive).
+    drop_scanner_user_agents: bool = True
+    scanner_user_agents: list[NonEmptyStr] = Field(
+        default_factory=lambda: ["friendly-scanner", "sipvicious", "sipcli", "sip-scan",
+                                 "VaxSIPUserAgent", "iWar", "sipsak-scan", "pplsip"]
+    )
+    # Digest nonces (stateless, RFC 7616 §3.3 / §5.4): how long one stays valid.
+    nonce_lifetime_s: Annotated[int, Field(ge=5, le=86_400)] = 300
 
 
 class RejectConfig(_Section):
@@ -302,6 +338,7 @@ class ProxyConfig(_Section):
     http_router: HttpRouterConfig | None = None
     user_backends: list[UserBackendConfig] = Field(default_factory=list)
     locator_webhook: LocatorWebhookConfig | None = None
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     routes: list[RouteConfig] = Field(default_factory=list)
     trunks: dict[str, TrunkConfig] = Field(default_factory=dict)
 
@@ -441,6 +478,8 @@ class Config(_Section):
     callrecord: CallRecordConfig = Field(default_factory=CallRecordConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    webhooks: WebhookSigningConfig = Field(default_factory=WebhookSigningConfig)
+    edge_id: str | None = None  # this edge's id in the shared state; default: hostname-port
 
 
 # --- loading and error messages ---------------------------------------------------------------

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from edge.sip.endpoint import EndpointConfig, SipEndpoint
-from edge.sip.events import CloseConnection, Event, Transmit
+from edge.sip.events import CloseConnection, Event, Peer, Transmit
+from edge.sip.message import Request, Response
 
 if TYPE_CHECKING:
     from edge.config import ProxyConfig
@@ -86,7 +87,7 @@ class SipServer:
     ) -> None:
         self.endpoint = endpoint
         self.metrics = metrics
-        self._on_event = on_event
+        self.on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -103,9 +104,14 @@ class SipServer:
         config: ProxyConfig,
         metrics: Metrics,
         on_event: Callable[[Event], None] | None = None,
+        *,
+        methods: tuple[str, ...] = (),
     ) -> SipServer:
+        """Bind UDP and TCP. `methods` are those the TU handles (the rest get 501); events go
+        to `on_event`, which may also be set later (`server.on_event = ...`)."""
         endpoint = SipEndpoint(
             EndpointConfig(
+                methods=methods,
                 user_agent=config.useragent,
                 t1=config.t1_ms / 1000,
                 t2=config.t2_ms / 1000,
@@ -132,6 +138,20 @@ class SipServer:
         endpoint.set_local_addresses(udp=server.udp_address, tcp=server.tcp_address)
         return server
 
+    # --- what the transaction user may do (edge.pbx.core.SipTransport) -------------------
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def respond(self, transaction_id: int, response: Response) -> None:
+        self.endpoint.respond(transaction_id, response, self._loop.time())
+        self.flush()
+
+    def send_request(self, request: Request, peer: Peer) -> int:
+        transaction_id = self.endpoint.send_request(request, peer, self._loop.time())
+        self.flush()
+        return transaction_id
+
     def _report_transactions(self, metrics: Metrics) -> None:
         for kind, count in self.endpoint.transaction_counts().items():
             metrics.set_transactions(kind, count)
@@ -149,8 +169,8 @@ class SipServer:
                     transport.close()
         event = endpoint.next_event()
         while event is not None:
-            if self._on_event is not None:
-                self._on_event(event)
+            if self.on_event is not None:
+                self.on_event(event)
             event = endpoint.next_event()
         self._arm_timer()
 
