@@ -12,12 +12,15 @@ import json
 import logging
 import os
 import signal
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import VERSION, Config
+from control.store.factory import open_stores
+from edge.config import VERSION, Config, store_settings
+from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
 from edge.io.sip_server import SipServer
 from edge.metrics import Metrics
@@ -36,13 +39,15 @@ class RunningEdge:
     sip_udp: tuple[str, int]
     sip_tcp: tuple[str, int]
     http: tuple[str, int]
+    edge_id: str = ""
 
-    def addresses(self) -> dict[str, list[str | int]]:
+    def addresses(self) -> dict[str, list[str | int] | str]:
         """What `SDPBX_READY_FILE` receives: `{"sip_udp": [host, port], ...}`."""
         return {
             "sip_udp": [self.sip_udp[0], self.sip_udp[1]],
             "sip_tcp": [self.sip_tcp[0], self.sip_tcp[1]],
             "http": [self.http[0], self.http[1]],
+            "edge_id": self.edge_id,
         }
 
 
@@ -56,6 +61,8 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
     metrics = Metrics(VERSION)
     async with contextlib.AsyncExitStack() as stack:
         received = stack.enter_context(_stop_on_signals(stop))
+        stores = await open_stores(store_settings(config))
+        stack.push_async_callback(stores.close)
         sip = await SipServer.start(config.proxy, metrics)
         stack.push_async_callback(sip.close)
         status = EdgeStatus(
@@ -66,8 +73,20 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         http = await HttpServer.start(app, config.http.host, config.http.port)
         stack.push_async_callback(http.close)
 
+        edge_id = config.edge_id or f"{socket.gethostname()}-{sip.udp_address[1]}"
+        heartbeat = Heartbeat(
+            registry=stores.edges,
+            edge_id=edge_id,
+            sip_addresses=(f"udp:{format_address(sip.udp_address)}",
+                           f"tcp:{format_address(sip.tcp_address)}"),
+            http_address=format_address(http.address),
+        )
+        await heartbeat.start()
+        stack.push_async_callback(heartbeat.stop)
+        status.store = {"backend": config.store.backend, "edge_id": edge_id}
+
         edge = RunningEdge(config=config, metrics=metrics, sip_udp=sip.udp_address,
-                           sip_tcp=sip.tcp_address, http=http.address)
+                           sip_tcp=sip.tcp_address, http=http.address, edge_id=edge_id)
         log.info("sdpbx ready", extra={
             "version": VERSION,
             "sip_udp": format_address(edge.sip_udp),

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edge.cli_users import add_apikey_command, add_user_command
 from edge.config import VERSION, ConfigError, load_config
 
 EXIT_OK = 0
@@ -85,7 +86,7 @@ def _add_check_config(commands: argparse._SubParsersAction[argparse.ArgumentPars
     parser.set_defaults(handler=_check_config)
 
 
-_SUBCOMMANDS = (_add_up, _add_check_config)
+_SUBCOMMANDS = (_add_up, _add_check_config, add_user_command, add_apikey_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

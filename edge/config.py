@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import ipaddress
+import os
 import re
 import tomllib
 import types
@@ -32,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails
+
+from control.store.ports import BlobSettings, StoreSettings
 
 
 def _package_version() -> str:
@@ -604,3 +607,44 @@ def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
     if isinstance(node, type) and issubclass(node, BaseModel):
         return list(node.model_fields)
     return []
+
+
+# --- what the config means for other parts -----------------------------------------------------
+
+DEFAULT_REALM = "sdpbx"
+
+
+def default_realm(config: Config) -> str:
+    """The realm users are created in and challenged with when none is named: the first of
+    `[proxy] realms`, else "sdpbx"."""
+    return config.proxy.realms[0] if config.proxy.realms else DEFAULT_REALM
+
+
+def store_settings(config: Config) -> StoreSettings:
+    """The `StoreSettings` a config describes: `[store]` for state, `[callrecord]` and
+    `[recording]` for blobs.
+
+    Blob keys carry their kind (`cdr/YYYY/MM/DD/...`, `recordings/YYYY/MM/DD/...`, DESIGN §4), so
+    a local blob store is rooted at the folder that holds both `[callrecord] root` and
+    `[recording] path` (with the defaults, `./data`), and an S3 one at the bucket's top.
+    `[callrecord] type = "http"` pushes CDRs elsewhere; blobs then stay local.
+    Region and endpoint for DynamoDB come from the standard AWS environment.
+    """
+    record = config.callrecord
+    if record.type == "s3":
+        assert record.bucket is not None  # the model requires it for s3
+        blobs = BlobSettings(kind="s3", root="", bucket=record.bucket,
+                             region=record.region, endpoint_url=record.endpoint)
+    else:
+        root = record.root if record.type == "local" else "./data/cdr"
+        parent = os.path.commonpath(
+            [os.path.dirname(os.path.abspath(root)),
+             os.path.dirname(os.path.abspath(config.recording.path))]
+        )
+        blobs = BlobSettings(kind="local", root=parent)
+    return StoreSettings(
+        backend=config.store.backend,
+        sqlite_path=config.store.path,
+        table_prefix=config.store.table_prefix,
+        blobs=blobs,
+    )

@@ -13,6 +13,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -62,6 +63,15 @@ class Metrics:
         )
         self._tcp_connections = Gauge(
             "sdpbx_tcp_connections", "Open SIP TCP connections.", registry=registry,
+        )
+        self._webhooks = Histogram(
+            "sdpbx_webhook_seconds", "Webhook deliveries, by event kind and outcome.",
+            ["event", "outcome"], registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self._webhooks_dropped = Counter(
+            "sdpbx_webhook_dropped", "Webhook events never delivered, by event kind and reason.",
+            ["event", "reason"], registry=registry,
         )
         build_info = Gauge(
             "sdpbx_build_info", "Always 1; the labels name the running build.",
@@ -153,6 +163,16 @@ class Metrics:
     def tcp_connections_changed(self, count: int) -> None:
         """Set the number of open SIP TCP connections outright."""
         self._tcp_connections.set(count)
+
+    # --- webhooks ---------------------------------------------------------------------------
+
+    def webhook_delivered(self, event: str, status: int | None, latency_s: float) -> None:
+        """One delivery finished; outcome is the status class ("2xx"...) or "error"."""
+        outcome = f"{status // 100}xx" if status is not None else "error"
+        self._webhooks.labels(event, outcome).observe(latency_s)
+
+    def webhook_dropped(self, event: str, reason: str) -> None:
+        self._webhooks_dropped.labels(event, reason).inc()
 
     # --- exposition -----------------------------------------------------------------------
 

@@ -25,13 +25,22 @@ format = "json"
 """
 
 
+def port0_toml(data: Path) -> str:
+    """PORT0_TOML with the state (SQLite, CDRs, recordings) under `data`, not the checkout."""
+    return PORT0_TOML + (
+        f'\n[store]\npath = "{data / "sdpbx.sqlite3"}"\n'
+        f'\n[callrecord]\nroot = "{data / "cdr"}"\n'
+        f'\n[recording]\npath = "{data / "recordings"}"\n'
+    )
+
+
 @pytest.fixture
-def port0_config() -> Config:
-    return parse_config(PORT0_TOML)
+def port0_config(tmp_path: Path) -> Config:
+    return parse_config(port0_toml(tmp_path / "data"))
 
 
 @pytest.fixture
 def port0_config_file(tmp_path: Path) -> Path:
     path = tmp_path / "sdpbx.toml"
-    path.write_text(PORT0_TOML, encoding="utf-8")
+    path.write_text(port0_toml(tmp_path / "data"), encoding="utf-8")
     return path

@@ -34,6 +34,8 @@ def running_edge(tmp: Path, extra_config: str = "", timeout: float = 20.0) -> It
         "[proxy]\naddr = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n"
         "[http]\naddr = \"127.0.0.1:0\"\n"
         f"[store]\npath = \"{tmp / 'sdpbx.sqlite3'}\"\n"
+        f"[callrecord]\nroot = \"{tmp / 'cdr'}\"\n"
+        f"[recording]\npath = \"{tmp / 'recordings'}\"\n"
         "[log]\nlevel = \"info\"\nformat = \"json\"\n" + extra_config
     )
     ready = tmp / "ready.json"

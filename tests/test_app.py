@@ -77,8 +77,10 @@ def test_ready_file(port0_config: Config, tmp_path: Path,
     edge = asyncio.run(scenario())
     assert json.loads(ready_file.read_text()) == {
         "sip_udp": list(edge.sip_udp), "sip_tcp": list(edge.sip_tcp), "http": list(edge.http),
+        "edge_id": edge.edge_id,
     }
-    assert list(tmp_path.iterdir()) == [ready_file]  # no temporary file left behind
+    # no temporary file left behind (data/ holds the SQLite state of the run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", ready_file.name]
 
 
 def test_http_port_taken_raises_oserror(port0_config: Config) -> None:
@@ -90,5 +92,32 @@ def test_http_port_taken_raises_oserror(port0_config: Config) -> None:
             })
             with pytest.raises(OSError):
                 await run(config)
+
+    asyncio.run(scenario())
+
+
+def test_edge_persists_its_heartbeat_in_the_sqlite_store(port0_config: Config) -> None:
+    """`sdpbx up` keeps shared state in SQLite by default: the edge registry shows it alive
+    while it runs, and a clean shutdown removes it."""
+    import time
+
+    from control.store.factory import open_stores
+    from edge.config import store_settings
+
+    async def scenario() -> None:
+        task, edge = await start(port0_config)
+        stores = await open_stores(store_settings(port0_config))
+        try:
+            alive = await stores.edges.alive(time.time())
+            assert [info.edge_id for info in alive] == [edge.edge_id]
+            (info,) = alive
+            assert info.sip_addresses == (f"udp:{format_address(edge.sip_udp)}",
+                                          f"tcp:{format_address(edge.sip_tcp)}")
+            assert info.http_address == format_address(edge.http)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert await stores.edges.alive(time.time()) == []
+        finally:
+            await stores.close()
 
     asyncio.run(scenario())

@@ -134,7 +134,7 @@ def test_up_serves_until_signalled(port0_config_file: Path, tmp_path: Path,
                                    sig: signal.Signals) -> None:
     edge = Edge(port0_config_file, tmp_path / "ready.json")
     try:
-        assert set(edge.ready) == {"sip_udp", "sip_tcp", "http"}
+        assert set(edge.ready) == {"sip_udp", "sip_tcp", "http", "edge_id"}
         http_host, http_port = edge.ready["http"]
         udp_host, udp_port = edge.ready["sip_udp"]
         tcp_host, tcp_port = edge.ready["sip_tcp"]

@@ -55,6 +55,7 @@ def test_health() -> None:
         "version": "1.2.3",
         "uptime_s": 12.346,
         "sip": {"udp": "127.0.0.1:5060", "tcp": "127.0.0.1:5061"},
+        "store": {},
     }
 
 

@@ -69,11 +69,31 @@ def test_sipp_scenarios(edge: EdgeProcess, scenario: str, transport: str, tmp_pa
     run_sipp(scenario, target, transport, tmp_path)
 
 
+def free_port_pair() -> int:
+    """A port free for both UDP and TCP (sipsak binds its local port on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 def run_sipsak(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["sipsak", "-H", "127.0.0.1", "-l", str(free_port(socket.SOCK_DGRAM)), "-vv", *args],
-        capture_output=True, text=True, timeout=20, check=False,
-    )
+    for _ in range(3):
+        result = subprocess.run(
+            ["sipsak", "-H", "127.0.0.1", "-l", str(free_port_pair()), "-vv", *args],
+            capture_output=True, text=True, timeout=20, check=False,
+        )
+        # A port can be taken between our check and sipsak's bind: try another one.
+        if "Address already in use" not in result.stderr:
+            break
+    return result
 
 
 @needs_sipsak

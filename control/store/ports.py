@@ -4,6 +4,10 @@ Every method is async and raises only the errors of `control.store.errors` (`Not
 `Conflict`, `StoreUnavailable`). Versioned records use optimistic locking: `create` fails with
 `Conflict` when the key exists, `update(record, expected_version)` when the stored version is not
 `expected_version`; both return the record as stored (with its new version).
+
+Deleting a missing call, user, directory entry or API key raises `NotFound` (the API answers
+404); removing registrations, an edge or a blob that is already gone is not an error (they
+expire or are cleaned up concurrently, as on S3).
 """
 
 from __future__ import annotations
@@ -127,6 +131,10 @@ class BlobStore(Protocol):
     async def presign(self, key: str, expires_s: int = 3600) -> str | None:
         """A URL to download `key` directly (S3), or None when the store has none (local:
         the API streams the blob instead)."""
+        ...
+
+    async def close(self) -> None:
+        """Release clients (an S3 client); `Stores.close()` calls it."""
         ...
 
 

@@ -41,6 +41,7 @@ class EdgeStatus:
     version: str
     started_at: float = field(default_factory=time.monotonic)
     sip: dict[str, str] = field(default_factory=dict)  # transport -> "host:port"
+    store: dict[str, str] = field(default_factory=dict)  # backend, edge_id
     clock: Callable[[], float] = time.monotonic
 
     def health(self) -> dict[str, Any]:
@@ -49,6 +50,7 @@ class EdgeStatus:
             "version": self.version,
             "uptime_s": round(self.clock() - self.started_at, 3),
             "sip": dict(self.sip),
+            "store": dict(self.store),
         }
 
 

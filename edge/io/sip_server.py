@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from edge.pbx.security import LogThrottle
 from edge.sip.endpoint import EndpointConfig, SipEndpoint
 from edge.sip.events import CloseConnection, Event, Peer, Transmit
 from edge.sip.message import Request, Response
@@ -20,6 +21,7 @@ from edge.sip.message import Request, Response
 if TYPE_CHECKING:
     from edge.config import ProxyConfig
     from edge.metrics import Metrics
+    from edge.pbx.security import Admission
 
 log = logging.getLogger("sdpbx.sip.io")
 
@@ -34,6 +36,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         server = self._server
+        admission = server.admission
+        if admission is not None and not admission.admit(addr[0], server._loop.time()):
+            server.refused(addr[0], admission.last_refusal)
+            return
         try:
             server.endpoint.receive_datagram(data, (addr[0], addr[1]), server._loop.time())
         except Exception:
@@ -52,16 +58,26 @@ class _TcpProtocol(asyncio.Protocol):
         self._server = server
         self._id = connection_id
         self._address: tuple[str, int] = ("", 0)
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stream = cast(asyncio.Transport, transport)
         peer = stream.get_extra_info("peername")
         self._address = (peer[0], peer[1])
+        server = self._server
+        admission = server.admission
+        if admission is not None and not admission.admit(peer[0], server._loop.time()):
+            server.refused(peer[0], admission.last_refusal)
+            self._refused = True
+            stream.abort()
+            return
         self._server._connections[self._id] = stream
         self._server.endpoint.connection_made(self._id, self._address)
         self._server.metrics.tcp_connections_changed(len(self._server._connections))
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         server = self._server
         try:
             server.endpoint.receive_stream_data(self._id, data, server._loop.time())
@@ -70,6 +86,8 @@ class _TcpProtocol(asyncio.Protocol):
         server.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
         server = self._server
         server._connections.pop(self._id, None)
         server.endpoint.connection_lost(self._id)
@@ -84,9 +102,13 @@ class SipServer:
         endpoint: SipEndpoint,
         metrics: Metrics,
         on_event: Callable[[Event], None] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.metrics = metrics
+        self.admission = admission
+        # Under attack a refusal per packet must not become a log line per packet.
+        self._refusal_log = LogThrottle(10.0, burst=3)
         self.on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._udp: asyncio.DatagramTransport | None = None
@@ -106,6 +128,7 @@ class SipServer:
         on_event: Callable[[Event], None] | None = None,
         *,
         methods: tuple[str, ...] = (),
+        admission: Admission | None = None,
     ) -> SipServer:
         """Bind UDP and TCP. `methods` are those the TU handles (the rest get 501); events go
         to `on_event`, which may also be set later (`server.on_event = ...`)."""
@@ -121,7 +144,9 @@ class SipServer:
             token=lambda: secrets.token_hex(8),
             observer=metrics,
         )
-        server = cls(endpoint, metrics, on_event)
+        server = cls(endpoint, metrics, on_event, admission)
+        if admission is not None:
+            endpoint.set_request_filter(server._check_request)
         metrics.on_scrape(server._report_transactions)
         loop = server._loop
         udp, _ = await loop.create_datagram_endpoint(
@@ -137,6 +162,29 @@ class SipServer:
         server.tcp_address = server._tcp.sockets[0].getsockname()[:2]
         endpoint.set_local_addresses(udp=server.udp_address, tcp=server.tcp_address)
         return server
+
+    # --- admission ---------------------------------------------------------------------------
+
+    def refused(self, ip: str, reason: str | None) -> None:
+        """Count (and, throttled, log) a datagram or connection refused before parsing."""
+        label = reason or "refused"
+        self.metrics.dropped(label)
+        suppressed = self._refusal_log.allow(f"{label}:{ip}", self._loop.time())
+        if suppressed is not None:
+            log.info("refused %s from %s (%d more not logged)", label, ip, suppressed,
+                     extra={"peer": ip, "reason": label})
+
+    def _check_request(self, request: Request, peer: Peer, now: float) -> str | None:
+        assert self.admission is not None
+        verdict = self.admission.check_request(request, peer, now)
+        if verdict.accepted:
+            return None
+        suppressed = self._refusal_log.allow(f"{verdict.reason}:{peer.address[0]}", now)
+        if suppressed is not None:
+            log.info("dropped %s from %s: %s (%d more not logged)", request.method,
+                     peer.address[0], verdict.reason, suppressed,
+                     extra={"peer": peer.address[0], "reason": verdict.reason})
+        return verdict.reason
 
     # --- what the transaction user may do (edge.pbx.core.SipTransport) -------------------
 

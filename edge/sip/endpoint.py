@@ -126,8 +126,12 @@ class SipEndpoint:
         *,
         token: Callable[[], str],
         observer: EndpointObserver | None = None,
+        request_filter: Callable[[Request, Peer, float], str | None] | None = None,
     ) -> None:
+        """`request_filter(request, peer, now)` may return a reason to drop a parsed request
+        unanswered (scanner User-Agents, blocked sources); None lets it through."""
         self.config = config or EndpointConfig()
+        self._request_filter = request_filter
         self._token = token
         self._observer: EndpointObserver = observer or _NullObserver()
         self._outputs: list[Output] = []
@@ -142,6 +146,11 @@ class SipEndpoint:
         self._allow_set = frozenset(methods)
 
     # ---------------------------------------------------------------- adapter API
+
+    def set_request_filter(
+        self, request_filter: Callable[[Request, Peer, float], str | None] | None
+    ) -> None:
+        self._request_filter = request_filter
 
     def set_local_addresses(self, *, udp: Address | None, tcp: Address | None) -> None:
         self.local_udp = udp
@@ -245,6 +254,11 @@ class SipEndpoint:
             self._receive_response(message, peer, now)
         else:
             self._observer.message_received(peer.transport, "request")
+            if self._request_filter is not None:
+                refusal = self._request_filter(message, peer, now)
+                if refusal is not None:
+                    self._observer.dropped(refusal)  # counted; logged by the filter's owner
+                    return
             self._receive_request(message, peer, now)
 
     def _reject_unparsed(self, data: bytes, peer: Peer, reason: str, status: int) -> None:
