@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import io
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
