@@ -11,19 +11,31 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from control.store.factory import open_stores
 from edge.config import VERSION, Config, store_settings
+from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
 from edge.io.sip_server import SipServer
+from edge.io.webhooks import FireAndForgetQueue, WebhookSender
 from edge.metrics import Metrics
+from edge.pbx.auth import DigestAuthenticator, nonce_secret
+from edge.pbx.core import PbxCore
+from edge.pbx.locator import LocatorNotifier
+from edge.pbx.registrar import Registrar
+from edge.pbx.security import AccessList, Admission, BruteForceGuard, RateLimiter, ScannerFilter
+from edge.pbx.users import UserBackendChain
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +71,93 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
     """
     stop = asyncio.Event()
     metrics = Metrics(VERSION)
+    proxy, security = config.proxy, config.proxy.security
     async with contextlib.AsyncExitStack() as stack:
         received = stack.enter_context(_stop_on_signals(stop))
         stores = await open_stores(store_settings(config))
         stack.push_async_callback(stores.close)
-        sip = await SipServer.start(config.proxy, metrics)
+        # One pooled HTTP client for every webhook and HTTP user backend of this edge.
+        http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
+        stack.push_async_callback(http_client.aclose)
+
+        guard = BruteForceGuard(
+            security.auth_failures_max, security.auth_failures_window_s, security.auth_block_s
+        )
+        admission = Admission(
+            acl=AccessList(proxy.acl_rules),
+            limiter=RateLimiter(security.rate_limit_per_source, security.rate_limit_burst),
+            guard=guard,
+            drop_blocked=security.auth_block_action == "drop",
+            scanners=ScannerFilter(
+                security.scanner_user_agents if security.drop_scanner_user_agents else ()
+            ),
+        )
+        sip = SipServer.create(
+            proxy, metrics, methods=("REGISTER",), supported=("path",), admission=admission
+        )
+        edge_id = config.edge_id or f"{socket.gethostname()}-{proxy.udp_port or os.getpid()}"
+
+        webhook_secret = config.webhooks.secret or secrets.token_hex(32)
+        if config.webhooks.secret is None:
+            log.warning("no [webhooks] secret: webhooks are signed with a key made for this run")
+        sender = WebhookSender(
+            http_client, secret=webhook_secret, key_id=config.webhooks.key_id, clock=time.time
+        )
+        notifier: LocatorNotifier | None = None
+        if proxy.locator_webhook is not None:
+            hook = proxy.locator_webhook
+            queue = FireAndForgetQueue(
+                sender, hook.url, maxsize=hook.queue_size, timeout=hook.timeout_ms / 1000,
+                headers=hook.headers, metrics=metrics, name="locator webhook",
+            )
+            queue.start()
+            # Stopped before the HTTP client closes (the stack unwinds in reverse order).
+            stack.push_async_callback(queue.stop, 5.0)
+            notifier = LocatorNotifier(
+                queue, events=set(hook.events), home_proxy=edge_id, clock=time.time
+            )
+
+        # With no [[proxy.user_backends]], the users are those of the directory
+        # (`sdpbx user add`): nobody registers without credentials.
+        users = UserBackendChain.from_config(
+            proxy.user_backends or [DirectoryUserBackendConfig(type="directory")],
+            directory=stores.directory,
+            http_client=http_client,
+        )
+        stack.push_async_callback(users.aclose)
+        authenticator = DigestAuthenticator(
+            users,
+            secret=nonce_secret(security.nonce_secret or config.webhooks.secret),
+            realms=proxy.realms,
+            nonce_lifetime_s=security.nonce_lifetime_s,
+            algorithms=security.digest_algorithms,
+            guard=guard,
+            block_action=security.auth_block_action,
+        )
+        registrar = Registrar(
+            sip,
+            store=stores.registrations,
+            authenticator=authenticator,
+            notifier=notifier,
+            edge_id=edge_id,
+            wall_clock=time.time,
+            realms=proxy.realms,
+            local_hosts=[h for h in (proxy.external_ip, proxy.addr) if h and h not in _ANY],
+            default_expires=proxy.registrar_expires,
+            min_expires=proxy.min_registrar_expires,
+            max_expires=proxy.max_registrar_expires,
+            max_contacts=security.max_contacts_per_aor,
+            # Only a single embedded edge may trust its own cache of the AORs it serves.
+            cache_authoritative=config.store.backend == "sqlite",
+        )
+        core = PbxCore(sip, {"REGISTER": registrar})
+        stack.push_async_callback(core.close)
+        sip.on_event = core.on_event
+        await sip.listen()
         stack.push_async_callback(sip.close)
+        sweeper = asyncio.get_running_loop().create_task(_sweep(registrar))
+        stack.callback(sweeper.cancel)
+
         status = EdgeStatus(
             version=VERSION,
             sip={"udp": format_address(sip.udp_address), "tcp": format_address(sip.tcp_address)},
@@ -73,7 +166,6 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         http = await HttpServer.start(app, config.http.host, config.http.port)
         stack.push_async_callback(http.close)
 
-        edge_id = config.edge_id or f"{socket.gethostname()}-{sip.udp_address[1]}"
         heartbeat = Heartbeat(
             registry=stores.edges,
             edge_id=edge_id,
@@ -102,6 +194,20 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         await stop.wait()
         log.info("sdpbx stopping", extra={"signal": received[0] if received else None})
     log.info("sdpbx stopped")
+
+
+_ANY = ("0.0.0.0", "::")
+SWEEP_INTERVAL_S = 5.0
+
+
+async def _sweep(registrar: Registrar) -> None:
+    """Expire bindings every few seconds (their `offline` events go out in one batch)."""
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            await registrar.sweep(time.time())
+        except Exception:
+            log.exception("registration sweep failed")
 
 
 @contextlib.contextmanager

@@ -199,6 +199,13 @@ class WebhookSigningConfig(_Section):
     key_id: NonEmptyStr = "k1"
 
 
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+
+
+def _default_digest_algorithms() -> list[DigestAlgorithm]:
+    return ["SHA-256", "MD5"]
+
+
 class SecurityConfig(_Section):
     """`[proxy.security]` (ours): limits that protect the edge from scanners and guessing."""
 
@@ -218,8 +225,15 @@ class SecurityConfig(_Section):
         default_factory=lambda: ["friendly-scanner", "sipvicious", "sipcli", "sip-scan",
                                  "VaxSIPUserAgent", "iWar", "sipsak-scan", "pplsip"]
     )
-    # Digest nonces (stateless, RFC 7616 §3.3 / §5.4): how long one stays valid.
+    # Digest nonces (stateless, RFC 7616 §3.3 / §5.4): how long one stays valid, and the key
+    # they are signed with (set the same one on every edge so nonces survive restarts and
+    # moves between edges; default: derived from [webhooks] secret, else random per process).
     nonce_lifetime_s: Annotated[int, Field(ge=5, le=86_400)] = 300
+    nonce_secret: str | None = None
+    # Challenges offered, strongest first (RFC 8760 §2.4: one WWW-Authenticate per algorithm).
+    digest_algorithms: list[DigestAlgorithm] = Field(
+        default_factory=_default_digest_algorithms, min_length=1
+    )
 
 
 class RejectConfig(_Section):

@@ -117,8 +117,60 @@ class SipServer:
         self._connection_ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._config: ProxyConfig | None = None
         self.udp_address: tuple[str, int] = ("", 0)
         self.tcp_address: tuple[str, int] = ("", 0)
+
+    @classmethod
+    def create(
+        cls,
+        config: ProxyConfig,
+        metrics: Metrics,
+        *,
+        methods: tuple[str, ...] = (),
+        supported: tuple[str, ...] = (),
+        admission: Admission | None = None,
+    ) -> SipServer:
+        """Build the server without binding: the TU is wired (`on_event`) before `listen()`,
+        so no request can arrive with nobody to answer it. `methods` are those the TU handles
+        (the rest get 501), `supported` the option tags it implements."""
+        endpoint = SipEndpoint(
+            EndpointConfig(
+                methods=methods,
+                supported=supported,
+                user_agent=config.useragent,
+                t1=config.t1_ms / 1000,
+                t2=config.t2_ms / 1000,
+                t4=config.t4_ms / 1000,
+                max_message_size=config.max_message_size,
+            ),
+            token=lambda: secrets.token_hex(8),
+            observer=metrics,
+        )
+        server = cls(endpoint, metrics, None, admission)
+        server._config = config
+        if admission is not None:
+            endpoint.set_request_filter(server._check_request)
+        metrics.on_scrape(server._report_transactions)
+        return server
+
+    async def listen(self) -> None:
+        """Bind the UDP and TCP listeners of `[proxy]`."""
+        config = self._config
+        assert config is not None
+        loop = self._loop
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(config.addr, config.udp_port)
+        )
+        self.udp_address = udp.get_extra_info("sockname")[:2]
+        self._tcp = await loop.create_server(
+            lambda: _TcpProtocol(self, next(self._connection_ids)),
+            host=config.addr,
+            port=config.tcp_port,
+            reuse_address=True,
+        )
+        self.tcp_address = self._tcp.sockets[0].getsockname()[:2]
+        self.endpoint.set_local_addresses(udp=self.udp_address, tcp=self.tcp_address)
 
     @classmethod
     async def start(
@@ -130,37 +182,10 @@ class SipServer:
         methods: tuple[str, ...] = (),
         admission: Admission | None = None,
     ) -> SipServer:
-        """Bind UDP and TCP. `methods` are those the TU handles (the rest get 501); events go
-        to `on_event`, which may also be set later (`server.on_event = ...`)."""
-        endpoint = SipEndpoint(
-            EndpointConfig(
-                methods=methods,
-                user_agent=config.useragent,
-                t1=config.t1_ms / 1000,
-                t2=config.t2_ms / 1000,
-                t4=config.t4_ms / 1000,
-                max_message_size=config.max_message_size,
-            ),
-            token=lambda: secrets.token_hex(8),
-            observer=metrics,
-        )
-        server = cls(endpoint, metrics, on_event, admission)
-        if admission is not None:
-            endpoint.set_request_filter(server._check_request)
-        metrics.on_scrape(server._report_transactions)
-        loop = server._loop
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(server), local_addr=(config.addr, config.udp_port)
-        )
-        server.udp_address = udp.get_extra_info("sockname")[:2]
-        server._tcp = await loop.create_server(
-            lambda: _TcpProtocol(server, next(server._connection_ids)),
-            host=config.addr,
-            port=config.tcp_port,
-            reuse_address=True,
-        )
-        server.tcp_address = server._tcp.sockets[0].getsockname()[:2]
-        endpoint.set_local_addresses(udp=server.udp_address, tcp=server.tcp_address)
+        """`create` + `listen` in one step, for callers with their TU at hand."""
+        server = cls.create(config, metrics, methods=methods, admission=admission)
+        server.on_event = on_event
+        await server.listen()
         return server
 
     # --- admission ---------------------------------------------------------------------------
@@ -193,6 +218,11 @@ class SipServer:
 
     def respond(self, transaction_id: int, response: Response) -> None:
         self.endpoint.respond(transaction_id, response, self._loop.time())
+        self.flush()
+
+    def drop(self, transaction_id: int) -> None:
+        """Give up on a request without answering (a spam verdict, a blocked source)."""
+        self.endpoint.abandon(transaction_id)
         self.flush()
 
     def send_request(self, request: Request, peer: Peer) -> int:

@@ -228,6 +228,13 @@ class SipEndpoint:
             return
         self._process(transaction.send_response(response, now), now)
 
+    def abandon(self, transaction_id: int) -> None:
+        """Forget a server transaction without answering it: the TU chose silence (RFC 3261
+        allows dropping a request). Retransmissions then look new and meet the same verdict."""
+        transaction = self._transactions.by_id(transaction_id)
+        if transaction is not None:
+            self._transactions.remove(transaction)
+
     def send_request(self, request: Request, peer: Peer, now: float) -> int:
         """Start a client transaction for `request` to `peer`; returns its id."""
         transaction = client_transaction(
