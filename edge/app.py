@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -249,8 +250,17 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def tune_gc() -> None:
+    """Collect garbage less often: a busy edge allocates many short-lived objects per message,
+    and with the default thresholds the cyclic collector took ~20% of the CPU of a
+    REGISTER flood. Objects alive at start-up (modules, config) are frozen out of it."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def serve(config: Config) -> None:
     """Run the edge in a new event loop (uvloop when installed) until SIGINT/SIGTERM."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:

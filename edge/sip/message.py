@@ -420,7 +420,7 @@ def make_response(
         out.add("From", from_value)
     to_value = src.get("To")
     if to_value is not None:
-        if to_tag and status > 100 and _has_no_tag(to_value):
+        if to_tag and status > 100 and _has_no_tag(request):
             to_value = f"{to_value};tag={to_tag}"
         out.add("To", to_value)
     call_id = src.get("Call-ID")
@@ -437,12 +437,14 @@ def make_response(
     return Response(status, reason or REASON_PHRASES.get(status, ""), out, body)
 
 
-def _has_no_tag(to_value: str) -> bool:
-    """True when the To header has no tag parameter (one inside the URI or display name is not)."""
+def _has_no_tag(request: Request) -> bool:
+    """True when the To header has no tag parameter (one inside the URI or display name is not).
+
+    Uses the request's parsed To (usually parsed already, when the request was validated)."""
     try:
-        return parse_name_addr(to_value).tag is None
+        return request.to_addr.tag is None
     except SipParseError:
-        return ";tag=" not in to_value.replace(" ", "").lower()
+        return ";tag=" not in (request.headers.get("To") or "").replace(" ", "").lower()
 
 
 def new_request(

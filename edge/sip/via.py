@@ -130,12 +130,13 @@ class Via:
         RFC 3581 §4): ``received`` when sent-by is not that IP address or when ``rport`` was
         asked for, and ``rport=port`` when it was asked for."""
         host = host.strip("[]")
-        via = self
         if self.rport is not None:
-            via = via._with_param("received", host)._with_param("rport", str(port))
+            params = set_param(set_param(self.params, "received", host), "rport", str(port))
         elif host_key(self.host) != host_key(host):
-            via = via._with_param("received", host)
-        return via
+            params = set_param(self.params, "received", host)
+        else:
+            return self
+        return replace(self, params=params, _text=None)  # one copy: this runs per request
 
     def _with_param(self, name: str, value: str | None) -> Via:
         return replace(self, params=set_param(self.params, name, value), _text=None)
