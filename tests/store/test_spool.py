@@ -89,6 +89,9 @@ class FakeTarget:
     async def presign(self, key: str, expires_s: int = 3600) -> str | None:
         return None
 
+    async def close(self) -> None:
+        pass
+
 
 _: type[BlobStore] = FakeTarget
 
