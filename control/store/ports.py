@@ -5,8 +5,8 @@ Every method is async and raises only the errors of `control.store.errors` (`Not
 `Conflict` when the key exists, `update(record, expected_version)` when the stored version is not
 `expected_version`; both return the record as stored (with its new version).
 
-Deleting a missing call, user, directory entry or API key raises `NotFound` (the API answers
-404); removing registrations, an edge or a blob that is already gone is not an error (they
+Updating (with a version) or deleting a missing call, user, directory entry or API key raises
+`NotFound` (the API answers 404); removing registrations, an edge or a blob that is already gone is not an error (they
 expire or are cleaned up concurrently, as on S3).
 """
 
