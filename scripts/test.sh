@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check the project has, on a fresh machine or an old checkout: installs what is missing
-# (Debian packages sip-tester and sipsak for the interop tests, the .venv with sdpbx[dev]), then
-# runs ruff, mypy and pytest. Fails if any of them fails, or if no test ran.
+# (Debian packages sip-tester, sipsak, baresip-core and linphone-cli for the interop tests, the .venv
+# with sdpbx[dev]), then runs ruff, mypy and pytest. Fails if any of them fails, or if no test ran.
 #
 #   ./scripts/test.sh                 everything (CI runs exactly this, through .ci/run)
 #   ./scripts/test.sh -k config -x    extra arguments go to pytest
@@ -21,6 +21,8 @@ install_debian_packages() {
     local missing=()
     command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
     command -v sipsak >/dev/null 2>&1 || missing+=(sipsak)
+    command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)  # not "baresip": GTK, ffmpeg...
+    command -v linphonec >/dev/null 2>&1 || missing+=(linphone-cli)
     ((${#missing[@]})) || return 0
     local sudo=()
     if [[ $(id -u) -ne 0 ]]; then

@@ -6,8 +6,8 @@ Every method is async and raises only the errors of `control.store.errors` (`Not
 `expected_version`; both return the record as stored (with its new version).
 
 Updating (with a version) or deleting a missing call, user, directory entry or API key raises
-`NotFound` (the API answers 404); removing registrations, an edge or a blob that is already gone is not an error (they
-expire or are cleaned up concurrently, as on S3).
+`NotFound` (the API answers 404); removing registrations, an edge or a blob that is already
+gone is not an error (they expire or are cleaned up concurrently, as on S3).
 """
 
 from __future__ import annotations
