@@ -21,26 +21,41 @@ class EdgeProcess:
     sip_tcp: tuple[str, int]
     http: tuple[str, int]
     log_path: Path
+    edge_id: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
 @contextmanager
-def running_edge(tmp: Path, extra_config: str = "", timeout: float = 20.0) -> Iterator[EdgeProcess]:
-    """Start `python -m edge up` with ports 0 and wait for its ready file."""
+def running_edge(
+    tmp: Path,
+    extra_config: str = "",
+    timeout: float = 20.0,
+    *,
+    state_config: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[EdgeProcess]:
+    """Start `python -m edge up` with ports 0 and wait for its ready file.
+
+    `state_config` replaces the default `[store]`/`[callrecord]` sections (SQLite and a folder
+    under `tmp`); `env` adds environment variables (AWS endpoints for the cloud backend)."""
     config = tmp / "sdpbx.toml"
+    if state_config is None:
+        state_config = (
+            f"[store]\npath = \"{tmp / 'sdpbx.sqlite3'}\"\n"
+            f"[callrecord]\nroot = \"{tmp / 'cdr'}\"\n"
+        )
     config.write_text(
         "[proxy]\naddr = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n"
         "[http]\naddr = \"127.0.0.1:0\"\n"
-        f"[store]\npath = \"{tmp / 'sdpbx.sqlite3'}\"\n"
-        f"[callrecord]\nroot = \"{tmp / 'cdr'}\"\n"
-        f"[recording]\npath = \"{tmp / 'recordings'}\"\n"
+        + state_config
+        + f"[recording]\npath = \"{tmp / 'recordings'}\"\n"
         "[log]\nlevel = \"info\"\nformat = \"json\"\n" + extra_config
     )
     ready = tmp / "ready.json"
     log_path = tmp / "edge.log"
-    env = dict(os.environ, SDPBX_READY_FILE=str(ready))
+    env = dict(os.environ, **(env or {}), SDPBX_READY_FILE=str(ready))
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "edge", "up", "--config", str(config)],
@@ -59,6 +74,7 @@ def running_edge(tmp: Path, extra_config: str = "", timeout: float = 20.0) -> It
             sip_tcp=tuple(addresses["sip_tcp"]),
             http=tuple(addresses["http"]),
             log_path=log_path,
+            edge_id=str(addresses.get("edge_id", "")),
         )
     finally:
         if process.poll() is None:
