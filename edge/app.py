@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from control.store.factory import open_stores
+from control.store.spool import BlobSpool
 from edge.config import VERSION, Config, store_settings
 from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
 from edge.io.heartbeat import Heartbeat
@@ -77,6 +78,11 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         received = stack.enter_context(_stop_on_signals(stop))
         stores = await open_stores(store_settings(config))
         stack.push_async_callback(stores.close)
+        # Blobs (CDRs, recordings) go through a disk spool; a restart uploads what is left.
+        spool = BlobSpool(config.store.spool_path, stores.blobs)
+        await spool.start()
+        stack.push_async_callback(spool.stop)
+        metrics.on_scrape(lambda m: m.set_spool(spool.pending(), spool.oldest_age()))
         # One pooled HTTP client for every webhook and HTTP user backend of this edge.
         http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
         stack.push_async_callback(http_client.aclose)

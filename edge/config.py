@@ -436,6 +436,8 @@ class StoreConfig(_Section):
     backend: Literal["sqlite", "dynamodb"] = "sqlite"
     path: NonEmptyStr = "./data/sdpbx.sqlite3"
     table_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")] = "sdpbx"
+    # Ours: CDRs and recordings are written here first (fsync'd), then uploaded with retries.
+    spool_path: NonEmptyStr = "./data/spool"
 
 
 class CallRecordConfig(_Section):

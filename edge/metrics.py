@@ -73,6 +73,14 @@ class Metrics:
             "sdpbx_webhook_dropped", "Webhook events never delivered, by event kind and reason.",
             ["event", "reason"], registry=registry,
         )
+        self._spool_pending = Gauge(
+            "sdpbx_spool_pending", "CDRs and recordings spooled on disk, not yet uploaded.",
+            registry=registry,
+        )
+        self._spool_oldest = Gauge(
+            "sdpbx_spool_oldest_seconds", "Age of the oldest spooled blob (0 when none).",
+            registry=registry,
+        )
         build_info = Gauge(
             "sdpbx_build_info", "Always 1; the labels name the running build.",
             ["version"], registry=registry,
@@ -163,6 +171,10 @@ class Metrics:
     def tcp_connections_changed(self, count: int) -> None:
         """Set the number of open SIP TCP connections outright."""
         self._tcp_connections.set(count)
+
+    def set_spool(self, pending: int, oldest_age_s: float) -> None:
+        self._spool_pending.set(pending)
+        self._spool_oldest.set(oldest_age_s)
 
     # --- webhooks ---------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ format = "json"
 def port0_toml(data: Path) -> str:
     """PORT0_TOML with the state (SQLite, CDRs, recordings) under `data`, not the checkout."""
     return PORT0_TOML + (
-        f'\n[store]\npath = "{data / "sdpbx.sqlite3"}"\n'
+        f'\n[store]\npath = "{data / "sdpbx.sqlite3"}"\nspool_path = "{data / "spool"}"\n'
         f'\n[callrecord]\nroot = "{data / "cdr"}"\n'
         f'\n[recording]\npath = "{data / "recordings"}"\n'
     )

@@ -43,7 +43,7 @@ def running_edge(
     config = tmp / "sdpbx.toml"
     if state_config is None:
         state_config = (
-            f"[store]\npath = \"{tmp / 'sdpbx.sqlite3'}\"\n"
+            f"[store]\npath = \"{tmp / 'sdpbx.sqlite3'}\"\nspool_path = \"{tmp / 'spool'}\"\n"
             f"[callrecord]\nroot = \"{tmp / 'cdr'}\"\n"
         )
     config.write_text(

@@ -121,3 +121,32 @@ def test_edge_persists_its_heartbeat_in_the_sqlite_store(port0_config: Config) -
             await stores.close()
 
     asyncio.run(scenario())
+
+
+def test_edge_uploads_what_an_earlier_run_left_in_the_spool(port0_config: Config) -> None:
+    """A CDR spooled by a run that died before uploading it reaches the blob store when the
+    edge starts again (nothing is lost when the store or the process goes down)."""
+    from control.store.factory import open_blobs
+    from control.store.spool import BlobSpool
+    from edge.config import store_settings
+
+    async def scenario() -> None:
+        blobs = await open_blobs(store_settings(port0_config).blobs)
+        # The "earlier run": spooled, never started its uploader.
+        await BlobSpool(port0_config.store.spool_path, blobs).write(
+            "cdr/2026/11/27/earlier.json", b'{"callId": "earlier"}', "application/json"
+        )
+        assert not await blobs.exists("cdr/2026/11/27/earlier.json")
+        task, _ = await start(port0_config)
+        try:
+            for _ in range(100):
+                if await blobs.exists("cdr/2026/11/27/earlier.json"):
+                    break
+                await asyncio.sleep(0.05)
+            assert await blobs.get("cdr/2026/11/27/earlier.json") == b'{"callId": "earlier"}'
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await blobs.close()
+
+    asyncio.run(scenario())

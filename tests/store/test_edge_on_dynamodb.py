@@ -63,6 +63,7 @@ def test_sdpbx_up_keeps_its_state_in_dynamodb_and_s3(
     env = {"AWS_ENDPOINT_URL": moto_endpoint}
     state = (
         f'[store]\nbackend = "dynamodb"\ntable_prefix = "{PREFIX}"\n'
+        f'spool_path = "{tmp_path / "spool"}"\n'
         f'[callrecord]\ntype = "s3"\nbucket = "{BUCKET}"\n'
     )
     config = tmp_path / "cli.toml"
