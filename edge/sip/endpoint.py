@@ -57,6 +57,7 @@ from edge.sip.transaction import (
     server_transaction,
 )
 from edge.sip.uri import SipUri, TelUri
+from edge.sip.via import Via
 
 log = logging.getLogger("sdpbx.sip")
 
@@ -401,12 +402,13 @@ class SipEndpoint:
         """Where a response to a request received on `received_on` goes (§18.2.2, RFC 3581)."""
         if received_on.reliable:
             return received_on
-        via = response.top_via
-        host = via.received or via.host.strip("[]")
-        port = via.rport if isinstance(via.rport, int) and via.rport is not True else None
-        if port is None:
-            port = via.port or 5060
-        return Peer(transport="UDP", address=(host, port))
+        return _via_destination(response.top_via)
+
+    def _transaction_response_peer(self, request: Request, received_on: Peer) -> Peer:
+        # The response's top Via is the request's stamped one, already parsed: use that.
+        if received_on.reliable:
+            return received_on
+        return _via_destination(request.top_via)
 
     def _reject_stateless(
         self, request: Request, peer: Peer, status: int, reason: str
@@ -456,7 +458,7 @@ class SipEndpoint:
                 assert isinstance(peer, Peer)
                 message = output.message
                 if isinstance(message, Response):
-                    peer = self.response_peer(message, peer)
+                    peer = self._transaction_response_peer(output.transaction.request, peer)
                     self._observer.message_sent(peer.transport, "response")
                 else:
                     self._observer.message_sent(peer.transport, "request")
@@ -481,6 +483,16 @@ class SipEndpoint:
                         reason="timeout" if isinstance(output, TimedOut) else "transport error",
                     )
                 )
+
+
+def _via_destination(via: Via) -> Peer:
+    """§18.2.2 for UDP: the `received` address (else sent-by host), at `rport` (RFC 3581 §4)
+    when the client asked for it, else the sent-by port (default 5060)."""
+    host = via.received or via.host.strip("[]")
+    port = via.rport if isinstance(via.rport, int) and via.rport is not True else None
+    if port is None:
+        port = via.port or 5060
+    return Peer(transport="UDP", address=(host, port))
 
 
 def uri_scheme(uri: SipUri | TelUri) -> str:
