@@ -35,11 +35,13 @@ def running_edge(
     *,
     state_config: str | None = None,
     env: dict[str, str] | None = None,
+    config_text: str | None = None,
 ) -> Iterator[EdgeProcess]:
     """Start `python -m edge up` with ports 0 and wait for its ready file.
 
     `state_config` replaces the default `[store]`/`[callrecord]` sections (SQLite and a folder
-    under `tmp`); `env` adds environment variables (AWS endpoints for the cloud backend)."""
+    under `tmp`); `env` adds environment variables (AWS endpoints for the cloud backend);
+    `config_text` replaces the whole config (for keys of `[proxy]`)."""
     config = tmp / "sdpbx.toml"
     if state_config is None:
         state_config = (
@@ -52,6 +54,7 @@ def running_edge(
         + state_config
         + f"[recording]\npath = \"{tmp / 'recordings'}\"\n"
         "[log]\nlevel = \"info\"\nformat = \"json\"\n" + extra_config
+        if config_text is None else config_text
     )
     ready = tmp / "ready.json"
     log_path = tmp / "edge.log"

@@ -1,0 +1,1 @@
+"""Drivers for real SIP clients (baresip, linphonec) used by the interop tests."""
