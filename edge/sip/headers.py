@@ -163,7 +163,10 @@ class Headers:
         if not isinstance(name, str):
             return False
         key = self.key(name)
-        return any(entry_key == key for entry_key, _, _ in self._entries)
+        for entry_key, _, _ in self._entries:  # noqa: SIM110 - a loop allocates no generator
+            if entry_key == key:
+                return True
+        return False
 
     def add(self, name: str, value: str) -> None:
         """Append a header line (after any others)."""
