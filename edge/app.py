@@ -25,7 +25,7 @@ import httpx
 
 from control.store.factory import open_stores
 from control.store.spool import BlobSpool
-from edge.config import VERSION, Config, store_settings
+from edge.config import VERSION, Config, default_realm, store_settings
 from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
@@ -135,7 +135,9 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         authenticator = DigestAuthenticator(
             users,
             secret=nonce_secret(security.nonce_secret or config.webhooks.secret),
-            realms=proxy.realms,
+            # With no [proxy] realms, challenge in the realm `sdpbx user add` stores users in,
+            # whatever domain a phone registers to (the registrar itself serves any domain).
+            realms=proxy.realms or [default_realm(config)],
             nonce_lifetime_s=security.nonce_lifetime_s,
             algorithms=security.digest_algorithms,
             guard=guard,

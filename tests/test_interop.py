@@ -161,3 +161,28 @@ def test_garbage_does_not_stop_the_server(edge: EdgeProcess) -> None:
     assert 'sdpbx_sip_dropped_total{reason="unparseable"}' in metrics
     lines = [json.loads(line) for line in edge.log().splitlines() if line.startswith("{")]
     assert any("dropped" in line.get("msg", "") for line in lines)
+
+
+@needs_sipsak
+def test_newcomer_registers_a_cli_user_with_sipsak(tmp_path: Path) -> None:
+    """The README's first registration: the default config (no user backend configured), a user
+    added with `sdpbx user add` while the edge runs, sipsak REGISTER with digest to the edge's
+    own address. The directory's realm ("sdpbx") is the one challenged."""
+    import sys
+
+    with running_edge(tmp_path) as edge:
+        added = subprocess.run(
+            [sys.executable, "-m", "edge", "user", "add", "1001", "--password", "s3cret",
+             "--config", str(tmp_path / "sdpbx.toml")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert added.returncode == 0, added.stderr
+        host, port = edge.sip_udp
+        result = run_sipsak(["-U", "-s", f"sip:1001@{host}:{port}", "-u", "1001",
+                             "-a", "s3cret", "-x", "300"])
+        # The user exists only in realm "sdpbx": success means that realm was challenged.
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "All usrloc tests completed successful" in result.stdout
+        wrong = run_sipsak(["-U", "-s", f"sip:1001@{host}:{port}", "-u", "1001",
+                            "-a", "nope", "-x", "300"])
+        assert wrong.returncode != 0
