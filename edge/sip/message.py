@@ -107,7 +107,11 @@ class _MessageBase:
         return self.headers.memo("Via", self._parse_vias)
 
     def _parse_vias(self) -> list[Via]:
-        return [parse_via(value) for value in self.headers.get_all("Via")]
+        values = self.headers.get_all("Via")
+        if not values:
+            return []
+        # The top one is usually parsed already (transactions match on it): reuse it.
+        return [self.top_via, *(parse_via(value) for value in values[1:])]
 
     @property
     def top_via(self) -> Via:

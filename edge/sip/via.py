@@ -132,11 +132,21 @@ class Via:
         host = host.strip("[]")
         if self.rport is not None:
             params = set_param(set_param(self.params, "received", host), "rport", str(port))
+            rport: int | bool | None = port
         elif host_key(self.host) != host_key(host):
             params = set_param(self.params, "received", host)
+            rport = self.rport
         else:
             return self
-        return replace(self, params=params, _text=None)  # one copy: this runs per request
+        # One copy without re-validating what this Via already passed (this runs per request).
+        stamped = object.__new__(Via)
+        for name in _COPIED_FIELDS:
+            object.__setattr__(stamped, name, getattr(self, name))
+        object.__setattr__(stamped, "params", params)
+        object.__setattr__(stamped, "_text", None)
+        object.__setattr__(stamped, "received", host)
+        object.__setattr__(stamped, "rport", rport)
+        return stamped
 
     def _with_param(self, name: str, value: str | None) -> Via:
         return replace(self, params=set_param(self.params, name, value), _text=None)
@@ -204,6 +214,10 @@ def _scan_params(params: Params) -> tuple[str | None, str | None, int | bool | N
                 raise SipParseError(f"{_WHAT}: maddr without a value")
             check_host(value, _WHAT)
     return branch, received, rport
+
+
+_COPIED_FIELDS = ("transport", "host", "port", "protocol_name", "protocol_version", "_head",
+                  "branch")
 
 
 def parse_via(value: str) -> Via:
