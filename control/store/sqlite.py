@@ -530,9 +530,60 @@ def _binding(row: Sequence[Any]) -> Binding:
     )
 
 
+_PUT_BINDING = (
+    f"INSERT OR REPLACE INTO bindings ({_BINDING_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_BINDING = "DELETE FROM bindings WHERE aor = ? AND contact = ?"
+
+
 class SqliteRegistrationStore:
+    """Binding writes are group-committed: the puts and removes made during one turn of the
+    event loop go to the worker as one job and one transaction (a REGISTER flood then costs
+    one thread hand-off and one commit per batch, not per registration). Each caller still
+    waits for its own write to be committed, and a failure reaches every caller of the batch.
+    """
+
     def __init__(self, worker: SqliteWorker) -> None:
         self._worker = worker
+        self._batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def _enqueue(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._flush)
+        self._batch.append((sql, params, done))
+        return done
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._commit(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _commit(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                for sql, params, _ in batch:
+                    conn.execute(sql, params)
+
+            _write(conn, body)
+
+        try:
+            await self._worker.run(op)
+        except BaseException as exc:
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def bindings(self, aor: str, now: float) -> list[Binding]:
         # Expired rows are filtered here, so a binding is gone at its expiry even though the
@@ -549,23 +600,11 @@ class SqliteRegistrationStore:
             binding.edge_id, _json(list(binding.path)), binding.instance_id, binding.reg_id,
             binding.registered_at,
         )
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT OR REPLACE INTO bindings ({_BINDING_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-
-        await self._worker.run(op)
+        await self._enqueue(_PUT_BINDING, row)
 
     async def remove(self, aor: str, contact: str) -> None:
         """Remove one binding; removing one that is gone is not an error."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM bindings WHERE aor = ? AND contact = ?", (aor, contact))
-
-        await self._worker.run(op)
+        await self._enqueue(_DELETE_BINDING, (aor, contact))
 
     async def remove_all(self, aor: str) -> None:
         def op(conn: sqlite3.Connection) -> None:

@@ -118,6 +118,7 @@ class SipServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._config: ProxyConfig | None = None
+        self._flushing = False
         self.udp_address: tuple[str, int] = ("", 0)
         self.tcp_address: tuple[str, int] = ("", 0)
 
@@ -235,21 +236,36 @@ class SipServer:
             metrics.set_transactions(kind, count)
 
     def flush(self) -> None:
-        """Send what the endpoint produced, hand events on, and re-arm the timer."""
+        """Send what the endpoint produced, hand events on, and re-arm the timer.
+
+        The TU may answer inside `on_event` (a handler that needs no I/O runs to completion
+        there), which calls `respond()` and so `flush()` again: that nested call returns at
+        once and this loop sends what the answer produced.
+        """
+        if self._flushing:
+            return
+        self._flushing = True
         endpoint = self.endpoint
-        for output in endpoint.outputs():
-            if isinstance(output, Transmit):
-                self._transmit(output)
-            elif isinstance(output, CloseConnection):
-                transport = self._connections.get(output.connection)
-                if transport is not None:
-                    log.info("closing tcp connection: %s", output.reason)
-                    transport.close()
-        event = endpoint.next_event()
-        while event is not None:
-            if self.on_event is not None:
-                self.on_event(event)
-            event = endpoint.next_event()
+        try:
+            while True:
+                outputs = endpoint.outputs()
+                for output in outputs:
+                    if isinstance(output, Transmit):
+                        self._transmit(output)
+                    elif isinstance(output, CloseConnection):
+                        transport = self._connections.get(output.connection)
+                        if transport is not None:
+                            log.info("closing tcp connection: %s", output.reason)
+                            transport.close()
+                event = endpoint.next_event()
+                if event is None:
+                    if not outputs:
+                        break
+                    continue
+                if self.on_event is not None:
+                    self.on_event(event)
+        finally:
+            self._flushing = False
         self._arm_timer()
 
     def _transmit(self, output: Transmit) -> None:
