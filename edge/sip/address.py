@@ -128,6 +128,12 @@ class NameAddr:
         return replace(self, _text=None, **changes)
 
 
+# Parsed values by text (frozen results, shared): To, Contact and often From repeat across a
+# phone's requests. Bounded like the URI cache.
+_PARSED: dict[str, NameAddr] = {}
+_PARSED_MAX = 8192
+
+
 def parse_name_addr(value: str) -> NameAddr:
     """Parse a ``(name-addr / addr-spec) *(SEMI param)`` header value.
 
@@ -135,6 +141,16 @@ def parse_name_addr(value: str) -> NameAddr:
     ``<``, tolerated by RFC 4475 §3.1.1.6) and ``sip:a@b;tag=x``, where the parameters after
     an addr-spec belong to the header, not to the URI (RFC 3261 §20.10).
     """
+    address = _PARSED.get(value)
+    if address is None:
+        address = _parse_name_addr(value)
+        if len(_PARSED) >= _PARSED_MAX:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[value] = address
+    return address
+
+
+def _parse_name_addr(value: str) -> NameAddr:
     text = value.strip(_SP_HTAB)
     if not text:
         raise SipParseError(f"{_WHAT}: empty value")

@@ -387,12 +387,29 @@ class AbsoluteUri:
 Uri: TypeAlias = SipUri | TelUri | AbsoluteUri
 
 
+# Parsed URIs by text. They are frozen, so one parse serves every message that carries the same
+# text (a phone's Request-URI, To and Contact repeat on every REGISTER and in-dialog request).
+# Bounded: the oldest entry goes when full, so hostile input cannot grow it.
+_PARSED: dict[str, Uri] = {}
+_PARSED_MAX = 8192
+
+
 def parse_uri(text: str) -> Uri:
     """Parse a URI: SIP/SIPS, tel, or any RFC 3986 ``scheme:rest`` (kept opaque).
 
     Raises SipParseError naming the problem (the endpoint answers 416 for a scheme it does
     not serve: that is a decision on the parsed value, not a parse failure).
     """
+    uri = _PARSED.get(text)
+    if uri is None:
+        uri = _parse_uncached(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[text] = uri
+    return uri
+
+
+def _parse_uncached(text: str) -> Uri:
     colon = text.find(":")
     if (colon == 3 and text[:3].lower() == "sip") or (colon == 4 and text[:4].lower() == "sips"):
         return _parse_sip(text)
