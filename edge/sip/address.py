@@ -131,7 +131,7 @@ class NameAddr:
 # Parsed values by text (frozen results, shared): To, Contact and often From repeat across a
 # phone's requests. Bounded like the URI cache.
 _PARSED: dict[str, NameAddr] = {}
-_PARSED_MAX = 8192
+_PARSED_MAX = 32_768  # ~4 values per registered phone: 8k phones
 
 
 def parse_name_addr(value: str) -> NameAddr:

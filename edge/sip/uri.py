@@ -391,7 +391,7 @@ Uri: TypeAlias = SipUri | TelUri | AbsoluteUri
 # text (a phone's Request-URI, To and Contact repeat on every REGISTER and in-dialog request).
 # Bounded: the oldest entry goes when full, so hostile input cannot grow it.
 _PARSED: dict[str, Uri] = {}
-_PARSED_MAX = 8192
+_PARSED_MAX = 32_768  # ~4 values per registered phone: 8k phones
 
 
 def parse_uri(text: str) -> Uri:
