@@ -16,6 +16,8 @@ VENV="$ROOT/.venv"
 PYTHON=${PYTHON:-python3}
 
 say() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/venv.sh
+. "$ROOT/scripts/venv.sh"
 
 install_debian_packages() {
     local missing=()
@@ -44,12 +46,8 @@ install_debian_packages() {
 
 install_python_packages() {
     if [[ ! -x "$VENV/bin/python" ]]; then
-        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
-            echo "scripts/test.sh: $PYTHON is older than 3.11 (set PYTHON=...)" >&2
-            exit 2
-        }
         say "creating .venv with $("$PYTHON" --version)"
-        "$PYTHON" -m venv "$VENV"
+        make_venv "$PYTHON" "$VENV"
     fi
     # Reinstall only when pyproject.toml changed since the last install (reruns stay quick).
     local stamp="$VENV/.sdpbx-installed-dev" wanted

@@ -13,13 +13,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 PYTHON=${PYTHON:-python3}
 
+# shellcheck source=scripts/venv.sh
+. "$ROOT/scripts/venv.sh"
 if [[ ! -x "$VENV/bin/python" ]]; then
-    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
-        echo "scripts/up.sh: $PYTHON is older than 3.11 (set PYTHON=...)" >&2
-        exit 2
-    }
     echo "==> creating $VENV" >&2
-    "$PYTHON" -m venv "$VENV"
+    make_venv "$PYTHON" "$VENV"
 fi
 
 # Reinstall only when pyproject.toml changed (a dev install from scripts/test.sh counts too).
