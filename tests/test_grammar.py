@@ -297,3 +297,26 @@ def test_split_comma_list_parses_or_raises(value: str) -> None:
         return
     assert all(part and part == part.strip() for part in parts)
     assert ",".join(parts).replace(" ", "") == value.replace(" ", "")
+
+
+def test_bounded_memo_parses_once_and_stays_bounded() -> None:
+    from edge.sip.grammar import bounded_memo
+
+    calls: list[str] = []
+
+    def parse(text: str) -> tuple[str, ...]:
+        calls.append(text)
+        if text == "bad":
+            raise SipParseError("bad")
+        return (text,)
+
+    memo = bounded_memo(parse, 3)
+    assert memo("a") is memo("a") and calls == ["a"]
+    for text in ("b", "c", "d"):
+        memo(text)
+    memo("a")  # "a" was the oldest: evicted when "d" came, so parsed again
+    assert calls == ["a", "b", "c", "d", "a"]
+    for _ in range(2):
+        with pytest.raises(SipParseError):
+            memo("bad")
+    assert calls.count("bad") == 2  # errors are not cached

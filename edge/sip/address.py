@@ -16,6 +16,7 @@ from edge.sip.grammar import (
     QUOTED_STRING_RE,
     TOKEN,
     Params,
+    bounded_memo,
     excerpt,
     format_params,
     is_token,
@@ -128,26 +129,15 @@ class NameAddr:
         return replace(self, _text=None, **changes)
 
 
-# Parsed values by text (frozen results, shared): To, Contact and often From repeat across a
-# phone's requests. Bounded like the URI cache.
-_PARSED: dict[str, NameAddr] = {}
-_PARSED_MAX = 32_768  # ~4 values per registered phone: 8k phones
-
-
 def parse_name_addr(value: str) -> NameAddr:
     """Parse a ``(name-addr / addr-spec) *(SEMI param)`` header value.
 
     Accepts ``"Display" <uri>;p``, ``token token <uri>;p``, ``caller<uri>`` (no LWS before
     ``<``, tolerated by RFC 4475 §3.1.1.6) and ``sip:a@b;tag=x``, where the parameters after
-    an addr-spec belong to the header, not to the URI (RFC 3261 §20.10).
+    an addr-spec belong to the header, not to the URI (RFC 3261 §20.10). Values are frozen and
+    shared by text: To, Contact and often From repeat across a phone's requests.
     """
-    address = _PARSED.get(value)
-    if address is None:
-        address = _parse_name_addr(value)
-        if len(_PARSED) >= _PARSED_MAX:
-            del _PARSED[next(iter(_PARSED))]
-        _PARSED[value] = address
-    return address
+    return _parse_memoised(value)
 
 
 def _parse_name_addr(value: str) -> NameAddr:
@@ -239,3 +229,7 @@ def parse_contact(value: str) -> NameAddr | Literal["*"]:
     if value.strip(_SP_HTAB) == "*":
         return "*"
     return parse_name_addr(value)
+
+
+# ~4 values per registered phone: room for 8k phones.
+_parse_memoised = bounded_memo(_parse_name_addr, 32_768)

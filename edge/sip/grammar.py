@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 from urllib.parse import quote as _url_quote
 from urllib.parse import unquote as _url_unquote
 
 from edge.sip.errors import LocalProtocolError, SipParseError
+
+T = TypeVar("T")
 
 __all__ = [
     "ALNUM",
@@ -413,3 +416,24 @@ def split_comma_list(value: str) -> list[str]:
 def excerpt(text: str, limit: int = 40) -> str:
     """`text` quoted for an error reason, cut to `limit` characters."""
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def bounded_memo(parse: Callable[[str], T], max_size: int) -> Callable[[str], T]:
+    """`parse` memoised by its text argument, keeping the newest `max_size` results.
+
+    For parsers of frozen values (URIs, name-addrs) that see the same text again and again (a
+    phone's Request-URI, To and Contact on every request). Bounded, so hostile input cannot
+    grow it; errors are not cached.
+    """
+    cache: dict[str, T] = {}
+
+    def memoised(text: str) -> T:
+        value = cache.get(text)
+        if value is None:
+            value = parse(text)
+            if len(cache) >= max_size:
+                del cache[next(iter(cache))]
+            cache[text] = value
+        return value
+
+    return memoised

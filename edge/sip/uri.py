@@ -18,6 +18,7 @@ from edge.sip.grammar import (
     HOST,
     UNRESERVED,
     Params,
+    bounded_memo,
     check_host,
     check_ipv6_reference,
     check_port,
@@ -387,26 +388,14 @@ class AbsoluteUri:
 Uri: TypeAlias = SipUri | TelUri | AbsoluteUri
 
 
-# Parsed URIs by text. They are frozen, so one parse serves every message that carries the same
-# text (a phone's Request-URI, To and Contact repeat on every REGISTER and in-dialog request).
-# Bounded: the oldest entry goes when full, so hostile input cannot grow it.
-_PARSED: dict[str, Uri] = {}
-_PARSED_MAX = 32_768  # ~4 values per registered phone: 8k phones
-
-
 def parse_uri(text: str) -> Uri:
     """Parse a URI: SIP/SIPS, tel, or any RFC 3986 ``scheme:rest`` (kept opaque).
 
     Raises SipParseError naming the problem (the endpoint answers 416 for a scheme it does
-    not serve: that is a decision on the parsed value, not a parse failure).
+    not serve: that is a decision on the parsed value, not a parse failure). URIs are frozen,
+    so one parse serves every message carrying the same text.
     """
-    uri = _PARSED.get(text)
-    if uri is None:
-        uri = _parse_uncached(text)
-        if len(_PARSED) >= _PARSED_MAX:
-            del _PARSED[next(iter(_PARSED))]
-        _PARSED[text] = uri
-    return uri
+    return _parse_memoised(text)
 
 
 def _parse_uncached(text: str) -> Uri:
@@ -416,6 +405,10 @@ def _parse_uncached(text: str) -> Uri:
     if colon == 3 and text[:3].lower() == "tel":
         return _parse_tel(text)
     return _parse_absolute(text, colon)
+
+
+# ~4 URIs per registered phone: room for 8k phones.
+_parse_memoised = bounded_memo(_parse_uncached, 32_768)
 
 
 def parse_sip_uri(text: str) -> SipUri:
