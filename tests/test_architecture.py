@@ -22,11 +22,12 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(
-    "path", sorted((ROOT / "edge" / "sip").glob("*.py")), ids=lambda p: p.name
-)
+SANS_IO = sorted(path for layer in ("sip", "rtp") for path in (ROOT / "edge" / layer).glob("*.py"))
+
+
+@pytest.mark.parametrize("path", SANS_IO, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_sans_io_core_imports_no_io(path: Path) -> None:
-    """edge/sip is sans-IO: no sockets, no event loop, no clock, no randomness."""
+    """edge/sip and edge/rtp are sans-IO: no sockets, no event loop, no clock, no randomness."""
     bad = {name for name in imported_modules(path) if name.split(".")[0] in IO_MODULES}
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
