@@ -17,8 +17,8 @@ from edge.sip.grammar import (
     TOKEN,
     Params,
     bounded_memo,
+    cached_text,
     excerpt,
-    format_params,
     is_token,
     param,
     parse_params,
@@ -57,10 +57,7 @@ class NameAddr:
     _text: str | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
-        if self._text is None:
-            object.__setattr__(self, "_text", self._render_head() + format_params(self.params))
-        assert self._text is not None
-        return self._text
+        return cached_text(self, self._render_head, self.params)
 
     def _render_head(self) -> str:
         if self._head is not None:

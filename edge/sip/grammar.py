@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote as _url_quote
 from urllib.parse import unquote as _url_unquote
 
@@ -437,3 +437,15 @@ def bounded_memo(parse: Callable[[str], T], max_size: int) -> Callable[[str], T]
         return value
 
     return memoised
+
+
+def cached_text(value: Any, render_head: Callable[[], str], params: Params) -> str:
+    """The wire text of a frozen `head;params` value (Via, name-addr), rendered once.
+
+    Parsed values keep the text they came from in `_text`; a changed copy renders it on first
+    use and keeps it (frozen dataclasses: set through object.__setattr__)."""
+    text: str | None = value._text
+    if text is None:
+        text = render_head() + format_params(params)
+        object.__setattr__(value, "_text", text)
+    return text

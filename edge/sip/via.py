@@ -15,6 +15,7 @@ from edge.sip.grammar import (
     HOST,
     TOKEN,
     Params,
+    cached_text,
     check_host,
     check_ip_address,
     check_ipv6_reference,
@@ -22,7 +23,6 @@ from edge.sip.grammar import (
     excerpt,
     format_host,
     format_host_port,
-    format_params,
     host_key,
     is_token,
     param,
@@ -78,10 +78,7 @@ class Via:
         _set(self, "rport", rport)
 
     def __str__(self) -> str:
-        if self._text is None:
-            object.__setattr__(self, "_text", self._render_head() + format_params(self.params))
-        assert self._text is not None
-        return self._text
+        return cached_text(self, self._render_head, self.params)
 
     def _render_head(self) -> str:
         if self._head is not None:
