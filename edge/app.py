@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
@@ -20,22 +22,32 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import httpx
 
 from control.store.factory import open_stores
+from control.store.ports import Stores
 from control.store.spool import BlobSpool
 from edge.config import VERSION, Config, default_realm, store_settings
 from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
+from edge.io.cdr_push import CdrPusher, CdrSigner
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
+from edge.io.rtp_relay import RelayedCall, RtpRelay
 from edge.io.sip_server import SipServer
 from edge.io.webhooks import FireAndForgetQueue, WebhookSender
 from edge.metrics import Metrics
 from edge.pbx.auth import DigestAuthenticator, nonce_secret
+from edge.pbx.call_records import CallLedger, CallStateWriter, recover_calls
+from edge.pbx.calls import Call, CallManager, CallSettings
+from edge.pbx.cdr import CdrWriter
 from edge.pbx.core import PbxCore
+from edge.pbx.http_router import CallRouter, HttpRouter
 from edge.pbx.locator import LocatorNotifier
+from edge.pbx.media import MediaRelay
 from edge.pbx.registrar import Registrar
+from edge.pbx.routing import StaticRouter, TrunkDirectory, TrunkLimiter
 from edge.pbx.security import AccessList, Admission, BruteForceGuard, RateLimiter, ScannerFilter
 from edge.pbx.users import UserBackendChain
 
@@ -100,7 +112,8 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             ),
         )
         sip = SipServer.create(
-            proxy, metrics, methods=("REGISTER",), supported=("path",), admission=admission
+            proxy, metrics, methods=("REGISTER", *CALL_METHODS), supported=("path",),
+            admission=admission,
         )
         edge_id = config.edge_id or f"{socket.gethostname()}-{proxy.udp_port or os.getpid()}"
 
@@ -159,11 +172,31 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             # Only a single embedded edge may trust its own cache of the AORs it serves.
             cache_authoritative=config.store.backend == "sqlite",
         )
-        core = PbxCore(sip, {"REGISTER": registrar})
+        calls, ledger, router = await _build_calls(
+            config, stack, sip=sip, stores=stores, spool=spool, http_client=http_client,
+            authenticator=authenticator, registrar=registrar, users=users, metrics=metrics,
+            edge_id=edge_id, webhook_secret=webhook_secret,
+        )
+        core = PbxCore(
+            sip, {"REGISTER": registrar, **dict.fromkeys(CALL_METHODS, calls)},
+            on_other=calls.on_event,
+        )
         stack.push_async_callback(core.close)
         sip.on_event = core.on_event
         await sip.listen()
         stack.push_async_callback(sip.close)
+        # A webhook target with a port is ours only at our own SIP ports (`webhook_target`).
+        router.add_local_domains([
+            f"{host}:{port}" for host in (*proxy.realms, default_realm(config), proxy.addr,
+                                          proxy.external_ip or proxy.addr)
+            for port in {sip.udp_address[1], sip.tcp_address[1]}
+        ])
+        # Calls a previous run of this edge left behind: BYE to their legs, CDRs bySystem.
+        for record in await recover_calls(stores.calls, edge_id, sip, token=secrets.token_hex,
+                                          clock=time.time):
+            await ledger.write_recovered(record)
+        # At shutdown (the stack unwinds in reverse), end live calls while SIP still runs.
+        stack.callback(calls.close)
         sweeper = asyncio.get_running_loop().create_task(_sweep(registrar))
         stack.callback(sweeper.cancel)
 
@@ -206,6 +239,138 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
 
 
 _ANY = ("0.0.0.0", "::")
+CALL_METHODS = ("INVITE", "BYE", "UPDATE", "INFO")
+MEDIA_CHECK_INTERVAL_S = 2.0
+
+
+async def _build_calls(
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    *,
+    sip: SipServer,
+    stores: Stores,
+    spool: BlobSpool,
+    http_client: httpx.AsyncClient,
+    authenticator: DigestAuthenticator,
+    registrar: Registrar,
+    users: UserBackendChain,
+    metrics: Metrics,
+    edge_id: str,
+    webhook_secret: str,
+) -> tuple[CallManager, CallLedger, CallRouter]:
+    """The B2BUA and what it needs: routes, trunks, the RTP relay, call records, CDRs."""
+    proxy = config.proxy
+    trunks = TrunkDirectory(proxy.trunks)
+    http_router = None
+    if proxy.http_router is not None:
+        http_router = HttpRouter(
+            proxy.http_router, client=http_client, secret=webhook_secret,
+            key_id=config.webhooks.key_id, observer=metrics,
+        )
+    local_domains = [*proxy.realms, default_realm(config)]
+    local_domains += [h for h in (proxy.external_ip, proxy.addr) if h and h not in _ANY]
+    router = CallRouter(
+        StaticRouter(proxy.routes, proxy.trunks, random.random),
+        http_router,
+        proxy.http_router.fallback_to_static if proxy.http_router is not None else False,
+        local_domains,
+        trunks=trunks,
+    )
+    relay: RtpRelay | None = None
+    if proxy.media_proxy == "all":
+        relay = RtpRelay(proxy.addr, proxy.rtp_start_port, proxy.rtp_end_port)
+        stack.callback(relay.close)
+        metrics.on_scrape(lambda m: m.set_rtp(relay.packets_relayed, relay.packets_dropped,
+                                              len(relay.sessions)) if relay else None)
+    writer = CallStateWriter(stores.calls, edge_id, time.time)
+    writer.start()
+    stack.push_async_callback(writer.aclose)
+    pusher = None
+    if config.callrecord.type == "http":
+        record = config.callrecord
+        assert record.url is not None
+        pusher = CdrPusher(
+            Path(config.store.spool_path) / "cdr-push", http_client, record.url,
+            headers=record.headers, with_media=record.with_media,
+            signer=CdrSigner(secret=webhook_secret, key_id=config.webhooks.key_id),
+        )
+        await pusher.start()
+        stack.push_async_callback(pusher.stop)
+    cdr_writer = CdrWriter(spool, stores.cdrs, edge_id=edge_id, push=pusher)
+    stack.push_async_callback(cdr_writer.close)
+    ledger = CallLedger(writer, cdr_writer, edge_id=edge_id, observer=metrics)
+    stack.push_async_callback(ledger.aclose)
+    recordings = Path(config.store.spool_path) / "recording"
+    recordings.mkdir(parents=True, exist_ok=True)
+    calls = CallManager(
+        sip,
+        local_address=lambda transport: (
+            proxy.external_ip or _advertised(sip.udp_address if transport == "UDP"
+                                             else sip.tcp_address),
+            (sip.udp_address if transport == "UDP" else sip.tcp_address)[1],
+        ),
+        authenticator=authenticator,
+        router=router,
+        registrar=registrar,
+        users=users,
+        realm=authenticator.realm_for,
+        trunks=trunks,
+        limits=TrunkLimiter(proxy.trunks),
+        media=cast(MediaRelay, relay) if relay is not None else None,
+        sink=ledger,
+        settings=CallSettings(
+            max_ring_time_s=proxy.max_ring_time,
+            max_call_duration_s=proxy.max_call_duration,
+            rtp_timeout_s=proxy.rtp_timeout,
+            t1=proxy.t1_ms / 1000,
+            t2=proxy.t2_ms / 1000,
+            user_agent=proxy.useragent,
+            advertised_host=proxy.external_ip,
+            record_all=config.recording.enabled and config.recording.auto_start,
+            recording_dir=str(recordings),
+        ),
+    )
+    metrics.on_scrape(lambda m: m.set_calls(len(calls.calls), calls.started))
+    if relay is not None and proxy.rtp_timeout:
+        watchdog = asyncio.get_running_loop().create_task(
+            _watch_media(calls, relay, float(proxy.rtp_timeout))
+        )
+        stack.callback(watchdog.cancel)
+    return calls, ledger, router
+
+
+def _advertised(address: tuple[str, int]) -> str:
+    """The address to put in Via/Contact/SDP for a wildcard bind: the host's primary IP."""
+    host = address[0]
+    if host not in _ANY:
+        return host
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent by connect()
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+async def _watch_media(calls: CallManager, relay: RtpRelay, timeout_s: float) -> None:
+    """End answered calls whose media stopped in both directions for `timeout_s`."""
+    while True:
+        await asyncio.sleep(MEDIA_CHECK_INTERVAL_S)
+        now = relay.now()
+        try:
+            calls.check_media(
+                time.time(), functools.partial(_media_timed_out, now=now, timeout_s=timeout_s)
+            )
+        except Exception:
+            log.exception("media watchdog failed")
+
+
+def _media_timed_out(call: Call, now: float, timeout_s: float) -> bool:
+    media = call.media
+    if media is None or media.session is None:
+        return False
+    limit = (call.decision.rtp_timeout_s if call.decision else None) or timeout_s
+    return cast(RelayedCall, media.session).session.timed_out(now, limit)
 SWEEP_INTERVAL_S = 5.0
 
 

@@ -352,6 +352,11 @@ class ProxyConfig(_Section):
     rtp_start_port: RtpPort = 20000
     rtp_end_port: RtpPort = 30000
     rtp_timeout: Annotated[int, Field(ge=0)] = 60  # seconds without media; 0 = never
+    # Ours: "all" anchors every call's media in the edge's RTP relay; "none" passes SDP through.
+    media_proxy: Literal["all", "none"] = "all"
+    # Ours: defaults the routing webhook may override per call (max_ring_time, timeout).
+    max_ring_time: Annotated[int, Field(ge=1, le=3600)] = 60  # s before CANCEL and 480
+    max_call_duration: Annotated[int, Field(ge=0)] = 14_400  # s, then BYE both; 0 = no limit
     acl_rules: list[str] = Field(default_factory=list)  # first match wins; empty = allow all
     max_message_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65535
 

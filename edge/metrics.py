@@ -73,6 +73,20 @@ class Metrics:
             "sdpbx_webhook_dropped", "Webhook events never delivered, by event kind and reason.",
             ["event", "reason"], registry=registry,
         )
+        self._router = Histogram(
+            "sdpbx_router_seconds", "Routing webhook requests, by outcome (the reply's "
+            "action, or timeout, transport, http_status, invalid).",
+            ["outcome"], registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self._router_requests = Counter(
+            "sdpbx_router_requests", "Routing webhook requests, by outcome.",
+            ["outcome"], registry=registry,
+        )
+        self._trunk_limited = Counter(
+            "sdpbx_trunk_limited", "Calls refused by a trunk limit (max_calls, max_cps).",
+            ["trunk", "limit"], registry=registry,
+        )
         self._spool_pending = Gauge(
             "sdpbx_spool_pending", "CDRs and recordings spooled on disk, not yet uploaded.",
             registry=registry,
@@ -80,6 +94,29 @@ class Metrics:
         self._spool_oldest = Gauge(
             "sdpbx_spool_oldest_seconds", "Age of the oldest spooled blob (0 when none).",
             registry=registry,
+        )
+        self._calls_active = Gauge(
+            "sdpbx_calls_active", "Calls in progress on this edge (ringing or answered).",
+            registry=registry,
+        )
+        self._calls_started = Gauge(
+            "sdpbx_calls_started", "Calls accepted for routing since start (monotonic).",
+            registry=registry,
+        )
+        self._calls_ended = Counter(
+            "sdpbx_calls_ended", "Calls ended, by hangup reason and whether answered.",
+            ["reason", "answered"], registry=registry,
+        )
+        self._rtp_relayed = Gauge(
+            "sdpbx_rtp_packets_relayed", "RTP/RTCP datagrams relayed since start (monotonic).",
+            registry=registry,
+        )
+        self._rtp_dropped = Gauge(
+            "sdpbx_rtp_packets_dropped", "RTP/RTCP datagrams refused or lost since start.",
+            registry=registry,
+        )
+        self._rtp_sessions = Gauge(
+            "sdpbx_rtp_sessions", "Relayed media sessions open now.", registry=registry,
         )
         build_info = Gauge(
             "sdpbx_build_info", "Always 1; the labels name the running build.",
@@ -100,6 +137,7 @@ class Metrics:
             name: self._parse_errors.labels(t) for name, t in spellings
         }
         self._rejected_by: dict[int, Counter] = {}
+        self._router_by: dict[str, tuple[Histogram, Counter]] = {}
         self._dropped_by: dict[str, Counter] = {}
         self._transactions_by: dict[str, Gauge] = {
             k: self._transactions.labels(k) for k in TRANSACTION_KINDS
@@ -185,6 +223,38 @@ class Metrics:
 
     def webhook_dropped(self, event: str, reason: str) -> None:
         self._webhooks_dropped.labels(event, reason).inc()
+
+    # --- routing ------------------------------------------------------------------------
+
+    def router_request(self, outcome: str, latency_s: float) -> None:
+        """One routing webhook request finished: `outcome` is the reply's action
+        ("forward", "not_handled"...) or why it failed ("timeout", "transport",
+        "http_status", "invalid"): a small fixed vocabulary, each value a time series."""
+        children = self._router_by.get(outcome)
+        if children is None:
+            children = self._router_by[outcome] = (
+                self._router.labels(outcome), self._router_requests.labels(outcome)
+            )
+        children[0].observe(latency_s)
+        children[1].inc()
+
+    def trunk_limited(self, trunk: str, limit: str) -> None:
+        """A call was refused because `trunk` reached `limit` ("max_calls" or "max_cps")."""
+        self._trunk_limited.labels(trunk, limit).inc()
+
+    # --- calls and media ------------------------------------------------------------------
+
+    def set_calls(self, active: int, started: int) -> None:
+        self._calls_active.set(active)
+        self._calls_started.set(started)
+
+    def call_ended(self, reason: str, *, answered: bool) -> None:
+        self._calls_ended.labels(reason, "yes" if answered else "no").inc()
+
+    def set_rtp(self, relayed: int, dropped: int, sessions: int) -> None:
+        self._rtp_relayed.set(relayed)
+        self._rtp_dropped.set(dropped)
+        self._rtp_sessions.set(sessions)
 
     # --- exposition -----------------------------------------------------------------------
 

@@ -22,7 +22,9 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-SANS_IO = sorted(path for layer in ("sip", "rtp") for path in (ROOT / "edge" / layer).glob("*.py"))
+SANS_IO = sorted(
+    path for layer in ("sip", "rtp", "media") for path in (ROOT / "edge" / layer).glob("*.py")
+)
 
 
 @pytest.mark.parametrize("path", SANS_IO, ids=lambda p: f"{p.parent.name}/{p.name}")

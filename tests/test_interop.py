@@ -102,7 +102,7 @@ def test_sipsak_options_over_udp(edge: EdgeProcess) -> None:
     result = run_sipsak(["-s", f"sip:{host}:{port}"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SIP/2.0 200 OK" in result.stdout
-    assert "Allow: REGISTER, OPTIONS, ACK, CANCEL" in result.stdout
+    assert "Allow: REGISTER, INVITE, BYE, UPDATE, INFO, OPTIONS, ACK, CANCEL" in result.stdout
     assert "Supported: path" in result.stdout
 
 

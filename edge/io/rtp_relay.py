@@ -4,6 +4,10 @@ the sans-IO `RelaySession` and sends what it returns from the other leg's socket
 The per-packet path (`_LegProtocol.datagram_received`) is one `receive()` call, a PT test and one
 `sendto` on a transport wired in advance (DESIGN §7: 5-7 µs per packet on uvloop is the budget,
 almost all of it in the two syscalls).
+
+Recording (issue 5 item 6) taps a call by swapping its protocols' `receive` for a `_RecordingTap`
+that also feeds each accepted RTP packet to a `StereoRecorder`; calls not recorded run the plain
+path untouched. One flush task per relay moves the final frames of every recording to its file.
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ import asyncio
 import itertools
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from edge.io.recording import RecordingFile, RecordingResult
+from edge.media.recorder import StereoRecorder
 from edge.rtp.ports import PortAllocator, PortsExhausted
 from edge.rtp.relay import Address, Datagram, RelayLeg, RelaySession
 
 log = logging.getLogger("sdpbx.rtp.io")
 
-__all__ = ["PortsExhausted", "RelayedCall", "RtpRelay"]
+__all__ = ["PortsExhausted", "RecordingResult", "RelayedCall", "RtpRelay"]
+
+Receive = Callable[[RelayLeg, bytes, Address, float], list[Datagram]]
 
 
 class _NotWired:
@@ -45,9 +53,7 @@ class _LegProtocol(asyncio.DatagramProtocol):
 
     def __init__(self, session: RelaySession, leg: RelayLeg, clock: Callable[[], float],
                  not_wired: _NotWired) -> None:
-        self.receive: Callable[[RelayLeg, bytes, Address, float], list[Datagram]] = (
-            session.receive
-        )
+        self.receive: Receive = session.receive
         self.leg = leg
         self.clock = clock
         self.peer_rtp: asyncio.DatagramTransport | _NotWired = not_wired
@@ -79,10 +85,51 @@ class _LegProtocol(asyncio.DatagramProtocol):
         self.dropped += 1
 
 
+class _Recording:
+    """A call being recorded: the sans-IO recorder and the file its final frames go to."""
+
+    __slots__ = ("errors", "file", "recorder")
+
+    def __init__(self, recorder: StereoRecorder, file: RecordingFile) -> None:
+        self.recorder = recorder
+        self.file = file
+        self.errors = 0
+
+
+class _RecordingTap:
+    """Stands in for `RelaySession.receive` on a recorded call's sockets: relays as usual, then
+    feeds the datagram, as it arrived (before PT mapping), to the recorder if the session
+    accepted it as RTP. Muted legs are still recorded: the tap records what arrives."""
+
+    __slots__ = ("channel", "receive", "recording")
+
+    def __init__(self, receive: Receive, channel: int, recording: _Recording) -> None:
+        self.receive = receive
+        self.channel = channel
+        self.recording = recording
+
+    def __call__(self, leg: RelayLeg, data: bytes, addr: Address, now: float) -> list[Datagram]:
+        before = leg.packets_received
+        out = self.receive(leg, data, addr, now)
+        if leg.packets_received != before:
+            try:
+                self.recording.recorder.feed(self.channel, data, now)
+            except Exception:
+                # The call's audio matters more than its recording: relay on, log once.
+                if not self.recording.errors:
+                    log.exception("internal error recording a packet from %s:%s",
+                                  addr[0], addr[1])
+                self.recording.errors += 1
+        return out
+
+
 @dataclass(slots=True, eq=False, kw_only=True)
 class RelayedCall:
     """One relayed session and the local ports it holds: `a_ports`/`b_ports` are the
-    (RTP, RTCP) ports to write into the SDP sent to the *other* side."""
+    (RTP, RTCP) ports to write into the SDP sent to the *other* side.
+
+    `recording_result` is set when a recording of the call is finalised (by `stop_recording`
+    or `close_session`); it stays None if the call was never recorded or its file failed."""
 
     id: int
     session: RelaySession
@@ -90,21 +137,32 @@ class RelayedCall:
     b_ports: tuple[int, int]
     protocols: tuple[_LegProtocol, ...] = field(repr=False)
     closed: bool = False
+    recording: _Recording | None = field(default=None, repr=False)
+    recording_result: RecordingResult | None = None
+
+    @property
+    def recorded(self) -> bool:
+        return self.recording is not None
 
 
 class RtpRelay:
     """All relayed sessions of one edge, their sockets and the port allocator."""
 
     def __init__(self, address: str, start_port: int, end_port: int, *,
-                 relatch_after_s: float = 1.0) -> None:
+                 relatch_after_s: float = 1.0, record_flush_s: float = 0.5,
+                 record_window_s: float = 0.5) -> None:
         self.address = address
         self.ports = PortAllocator(start_port, end_port)
         self.relatch_after_s = relatch_after_s
+        self.record_flush_s = record_flush_s
+        self.record_window_s = record_window_s
         self._family = socket.AF_INET6 if ":" in address else socket.AF_INET
         self._loop = asyncio.get_running_loop()
         self._ids = itertools.count(1)
         self._calls: dict[int, RelayedCall] = {}
         self._not_wired = _NotWired()
+        self._recorded: dict[int, RelayedCall] = {}
+        self._flush_task: asyncio.Task[None] | None = None
         # Totals of closed sessions, so counters never go backwards when a call ends.
         self._closed_relayed = 0
         self._closed_dropped = 0
@@ -219,9 +277,11 @@ class RtpRelay:
         return call
 
     def close_session(self, call: RelayedCall) -> None:
-        """Close the call's four sockets and give its ports back (idempotent)."""
+        """Close the call's four sockets and give its ports back (idempotent). A recording in
+        progress is finalised first; its result is then in `call.recording_result`."""
         if call.closed:
             return
+        self.stop_recording(call)
         call.closed = True
         self._calls.pop(call.id, None)
         for protocol in call.protocols:
@@ -238,9 +298,95 @@ class RtpRelay:
         self.ports.release(call.b_ports[0])
 
     def close(self) -> None:
-        """Close every session (edge shutdown)."""
+        """Close every session (edge shutdown), finalising their recordings."""
         for call in list(self._calls.values()):
             self.close_session(call)
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            self._flush_task = None
+
+    # --- recording -------------------------------------------------------------------------
+
+    def start_recording(
+        self,
+        call: RelayedCall,
+        path: str,
+        *,
+        a_pt_codecs: Mapping[int, str] | None = None,
+        b_pt_codecs: Mapping[int, str] | None = None,
+    ) -> None:
+        """Record the call from now on into a stereo WAV at `path` (leg a = caller = left,
+        leg b = callee = right). PCMU (PT 0) and PCMA (PT 8) are known; `a_pt_codecs` /
+        `b_pt_codecs` add the dynamic PTs each leg *sends* ({96: "PCMA"}, names as in
+        `edge.media.g711.DECODERS`). The file is created here (OSError if it cannot be).
+        Raises ValueError if the call is closed or already recorded."""
+        if call.closed:
+            raise ValueError(f"relayed call {call.id} is closed")
+        if call.recording is not None:
+            raise ValueError(f"relayed call {call.id} is already being recorded")
+        recorder = StereoRecorder(
+            window_s=self.record_window_s,
+            start=self._loop.time(),
+            pt_codecs_by_channel=(a_pt_codecs or {}, b_pt_codecs or {}),
+        )
+        recording = _Recording(recorder, RecordingFile(path))
+        call.recording = recording
+        call.recording_result = None
+        for protocol in call.protocols:
+            channel = 0 if protocol.leg is call.session.a else 1
+            protocol.receive = _RecordingTap(call.session.receive, channel, recording)
+        self._recorded[call.id] = call
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = self._loop.create_task(self._flush_loop())
+
+    def stop_recording(self, call: RelayedCall) -> RecordingResult | None:
+        """Stop recording the call, write the rest of its audio and close the WAV. Returns the
+        result (also kept in `call.recording_result`), or None if the call was not being
+        recorded or its file could not be closed (logged; a failed write keeps what the file
+        already holds)."""
+        recording = call.recording
+        if recording is None:
+            return None
+        for protocol in call.protocols:
+            protocol.receive = call.session.receive
+        call.recording = None
+        self._recorded.pop(call.id, None)
+        try:
+            recording.file.append(recording.recorder.finish())
+        except Exception:
+            log.exception("recording %s lost its last frames", recording.file.path)
+        try:
+            # Even after a failed write the file is closed, and what it holds is kept.
+            call.recording_result = recording.file.close()
+        except Exception:
+            log.exception("recording %s could not be finalised", recording.file.path)
+            return None
+        return call.recording_result
+
+    @property
+    def recordings_active(self) -> int:
+        return len(self._recorded)
+
+    async def _flush_loop(self) -> None:
+        """Every `record_flush_s`, move each recording's final frames to its file; ends when
+        no call is recorded (`start_recording` starts it again)."""
+        while self._recorded:
+            await asyncio.sleep(self.record_flush_s)
+            self.flush_recordings()
+
+    def flush_recordings(self) -> None:
+        """Write what each recording holds that is final by now (the flush task's work)."""
+        now = self._loop.time()
+        for call in list(self._recorded.values()):
+            recording = call.recording
+            if recording is None:
+                continue
+            try:
+                recording.file.append(recording.recorder.take_ready(now))
+            except Exception:
+                # Disk full or gone (or a bug): the call goes on, its recording stops here.
+                log.exception("recording %s failed; stopping it", recording.file.path)
+                self.stop_recording(call)
 
     def timed_out_sessions(self, now: float, timeout_s: float) -> list[RelayedCall]:
         """Sessions with no accepted RTP or RTCP from either leg for `timeout_s` (the edge

@@ -231,6 +231,11 @@ class SipServer:
         self.flush()
         return transaction_id
 
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None:
+        """Send outside any transaction: the ACK for a 2xx (RFC 3261 §13.2.2.4)."""
+        self.endpoint.send_stateless(message, peer)
+        self.flush()
+
     def _report_transactions(self, metrics: Metrics) -> None:
         for kind, count in self.endpoint.transaction_counts().items():
             metrics.set_transactions(kind, count)

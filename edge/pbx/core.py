@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import Awaitable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, Protocol
 
 from edge.sip.events import Event, Peer, RequestReceived
@@ -47,6 +47,7 @@ class SipTransport(Protocol):
     def respond(self, transaction_id: int, response: Response) -> None: ...
     def drop(self, transaction_id: int) -> None: ...
     def send_request(self, request: Request, peer: Peer) -> int: ...
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None: ...
     def now(self) -> float: ...
 
 
@@ -65,9 +66,13 @@ class PbxCore:
         handlers: Mapping[str, RequestHandler],
         *,
         max_concurrent: int = 1000,
+        on_other: Callable[[Event], None] | None = None,
     ) -> None:
+        """`on_other` receives every event that is not a new request for a handler:
+        responses, transaction failures, CANCELs and ACKs (the B2BUA's call state)."""
         self._transport = transport
         self._handlers = dict(handlers)
+        self._on_other = on_other
         self._tasks: set[asyncio.Task[None]] = set()
         self._max_concurrent = max_concurrent
 
@@ -77,11 +82,21 @@ class PbxCore:
         return tuple(self._handlers)
 
     def on_event(self, event: Event) -> None:
-        if not isinstance(event, RequestReceived):
+        handler = (
+            self._handlers.get(event.request.method)
+            if isinstance(event, RequestReceived) and event.transaction_id is not None
+            and event.request.method != "ACK"
+            else None
+        )
+        if handler is None:
+            # Responses, CANCELs, timeouts and ACKs belong to a call in progress.
+            if self._on_other is not None:
+                try:
+                    self._on_other(event)
+                except Exception:
+                    log.exception("internal error handling %s", type(event).__name__)
             return
-        handler = self._handlers.get(event.request.method)
-        if handler is None or event.transaction_id is None:
-            return  # ACK for a 2xx of ours, or a method nobody here handles (B2BUA later)
+        assert isinstance(event, RequestReceived) and event.transaction_id is not None
         if len(self._tasks) >= self._max_concurrent:
             # Overload: shed load rather than queue without bound (RFC 3261 §21.5.4).
             self._transport.respond(

@@ -156,7 +156,10 @@ class RelaySession:
         leg.rtcp_packets_received += 1
         leg.rtcp_bytes_received += len(data)
         # Mute drops media only: RTCP keeps the peer's statistics and liveness checks going.
-        return [(data, leg.peer.rtcp_dest)]
+        dest = leg.peer.rtcp_dest
+        if not dest[1]:
+            return []  # the peer's address is not known yet (its answer has not come)
+        return [(data, dest)]
 
     @property
     def last_activity(self) -> float:

@@ -112,6 +112,9 @@ class EndpointTransport:
     def send_request(self, request: Request, peer: Peer) -> int:
         return self.endpoint.send_request(request, peer, self.clock())
 
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None:
+        self.endpoint.send_stateless(message, peer)
+
     def now(self) -> float:
         return self.clock()
 

@@ -29,6 +29,9 @@ class Transport:
     def send_request(self, request: Request, peer: Peer) -> int:
         raise AssertionError("not used")
 
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None:
+        raise AssertionError("not used")
+
     def now(self) -> float:
         return 0.0
 

@@ -1,4 +1,5 @@
-"""Headless drivers for the softphones of the registration tests: baresip 1.0 and linphonec 5.1.
+"""Headless drivers for the softphones of the registration and call tests: baresip 1.0 (one
+run, or a phone scripted through ctrl_tcp) and linphonec 5.1 (one registration, or its console).
 
 Learned from `shared/interop/` (`lib/baresip.sh`, `baresip_ua.sh`, `linphone_call.sh`: the
 config keys that keep each client on 127.0.0.1 without DNS or sound cards, and how each reports
@@ -11,13 +12,19 @@ stopped by its own PID.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -28,6 +35,12 @@ class TracedMessage:
 
     direction: str  # e.g. "TCP 127.0.0.1:59780 -> 127.0.0.1:5181"
     text: str
+    body: str = ""
+
+    @property
+    def source(self) -> str:
+        """Who sent it ("127.0.0.1:59780")."""
+        return self.direction.split(" -> ")[0].split(" ")[-1]
 
     @property
     def start_line(self) -> str:
@@ -52,6 +65,19 @@ class TracedMessage:
         return None
 
 
+def traced_messages(output: str) -> list[TracedMessage]:
+    """The SIP messages (headers only) of a baresip `-s` trace, in order."""
+    found = []
+    for block in output.split("\n#\n")[1:]:
+        direction, _, text = block.partition("\n")
+        text, _, body = text.partition("\r\n\r\n")
+        # the trace prints the body, then baresip's own log lines up to the next message
+        length = TracedMessage(direction, text).header("Content-Length")
+        body = body[:int(length)] if length and length.isdigit() else ""
+        found.append(TracedMessage(direction=direction.strip(), text=text, body=body))
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class BaresipRun:
     returncode: int
@@ -59,12 +85,7 @@ class BaresipRun:
 
     def messages(self) -> list[TracedMessage]:
         """The SIP messages of the `-s` trace, in order."""
-        found = []
-        for block in self.output.split("\n#\n")[1:]:
-            direction, _, text = block.partition("\n")
-            text = text.split("\r\n\r\n", 1)[0]  # the headers (REGISTERs have no body)
-            found.append(TracedMessage(direction=direction.strip(), text=text))
-        return found
+        return traced_messages(self.output)
 
     def register_responses(self) -> list[tuple[int, str]]:
         """(status, Contact of the REGISTER it answers) for every REGISTER response, in order.
@@ -142,19 +163,7 @@ def linphonec_register(
     account's state changes, from the `-d 5` log, are.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "linphonerc"
-    config.write_text(
-        "[sip]\nbind_address=127.0.0.1\nsip_port=-1\nsip_tcp_port=0\nsip_tls_port=0\n"
-        "default_proxy=-1\nipv6_migration_done=1\nuse_ipv6=0\n"
-        "register_only_when_network_is_up=0\n"
-        "[net]\ndns_srv_enabled=0\n"
-        # without it linphone would offer its eth0 address for media
-        "[rtp]\nbind_address=127.0.0.1\n"
-        "[video]\ncapture=0\ndisplay=0\n"
-        "[sound]\nechocancellation=0\n"
-        f"[storage]\nuri={workdir / 'linphone.db'}\n"
-        f"[misc]\nzrtp_secrets_file={workdir / 'zrtp.db'}\nhistory_max_size=0\n"
-    )
+    config = _linphonerc(workdir)
     log_path = workdir / "linphonec.log"
     console_path = workdir / "linphonec.out"
     with console_path.open("wb") as console:
@@ -206,3 +215,340 @@ def _linphone_states(log_path: Path) -> list[str]:
         return []
     text = log_path.read_text(errors="replace")
     return [found.group(2) for found in _LINPHONE_STATE.finditer(text)]
+
+
+# --- calls: baresip scripted through ctrl_tcp, linphonec through its console -------------------
+
+
+def free_tcp_port() -> int:
+    """A TCP port of 127.0.0.1 free right now (for listeners that cannot take port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BaresipControl:
+    """A client of baresip's ctrl_tcp module: netstring-framed JSON commands, responses and
+    events (`<len>:{...},`), read by a thread into `objects` as they arrive."""
+
+    def __init__(self, port: int, *, connect_timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                self._sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self._sock.settimeout(0.2)
+        self.objects: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        self._tokens = itertools.count(1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while not self._closed:
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            buffer += data
+            while True:
+                colon = buffer.find(b":")
+                if colon < 0 or not buffer[:colon].isdigit():
+                    break
+                end = colon + 1 + int(buffer[:colon])
+                if len(buffer) < end + 1:
+                    break
+                try:
+                    value = json.loads(buffer[colon + 1:end])
+                except ValueError:
+                    value = {"unparsed": buffer[colon + 1:end].decode(errors="replace")}
+                buffer = buffer[end + 1:]  # the netstring's trailing ","
+                with self._changed:
+                    self.objects.append(value if isinstance(value, dict) else {"value": value})
+                    self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def wait_for(self, matches: Callable[[dict[str, Any]], bool], timeout: float,
+                 *, after: int = 0) -> dict[str, Any] | None:
+        """The first object (from index `after` on) that `matches`, waiting up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        index = after
+        with self._changed:
+            while True:
+                while index < len(self.objects):
+                    found = self.objects[index]
+                    index += 1
+                    if matches(found):
+                        return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return None
+                self._changed.wait(remaining)
+
+    def command(self, command: str, params: str = "", timeout: float = 5.0
+                ) -> dict[str, Any] | None:
+        """Send one command and return its response (None when none came in `timeout`)."""
+        token = f"t{next(self._tokens)}"
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        with self._changed:
+            start = len(self.objects)
+        self._sock.sendall(str(len(body)).encode() + b":" + body + b",")
+        return self.wait_for(
+            lambda found: bool(found.get("response")) and found.get("token") == token,
+            timeout, after=start,
+        )
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        with self._changed:
+            return [found for found in self.objects
+                    if found.get("event") and found.get("type") == kind]
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        self._reader.join(timeout=2)
+
+
+@dataclass(slots=True)
+class BaresipPhone:
+    """One running baresip with one account, scripted through ctrl_tcp."""
+
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    control: BaresipControl
+
+    def output(self) -> str:
+        """Its stdout and stderr so far (the `-s` SIP trace included), colour codes removed."""
+        # bytes, not read_text: universal newlines would turn the messages' CRLF into LF
+        raw = (self.workdir / "baresip.log").read_bytes()
+        return _ANSI.sub("", raw.decode(errors="replace"))
+
+    def messages(self) -> list[TracedMessage]:
+        return traced_messages(self.output())
+
+    def sent(self, message: TracedMessage) -> bool:
+        """Did this phone send `message`? (its REGISTERs tell its addresses)"""
+        return message.source in {m.source for m in self.messages() if m.is_register}
+
+    def wait_registered(self, timeout: float = 10.0) -> bool:
+        """Poll `reginfo` until the account shows OK (its REGISTER got a 2xx)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            response = self.control.command("reginfo")
+            if response is not None and " OK " in _ANSI.sub("", str(response.get("data"))):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def wait_event(self, kind: str, timeout: float) -> dict[str, Any] | None:
+        """The first event of type `kind` (CALL_ESTABLISHED, CALL_CLOSED, ...) seen so far or
+        within `timeout`."""
+        return self.control.wait_for(
+            lambda found: bool(found.get("event")) and found.get("type") == kind, timeout
+        )
+
+    def dtmf_received(self) -> str:
+        """The RFC 4733 digits received, in order (one CALL_DTMF_START event per digit)."""
+        return "".join(str(event.get("param", "")) for event in
+                       self.control.events("CALL_DTMF_START"))
+
+    def received_audio(self) -> Path | None:
+        """The WAV the sndfile module wrote of the audio received (decoded) in the last call."""
+        found = sorted((self.workdir / "rec").glob("*-dec.wav"), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
+
+
+@contextlib.contextmanager
+def baresip_phone(
+    workdir: Path,
+    *,
+    aor: str,
+    password: str,
+    source: Path,
+    lifetime: int = 60,
+    answer: str = "auto",
+    rtp_ports: tuple[int, int] = (31000, 31999),
+) -> Iterator[BaresipPhone]:
+    """Run baresip (SIP trace on) with one account registering `aor` (e.g.
+    `sip:bob@127.0.0.1:5060;transport=tcp`, Digest user = the AOR's user) and answering
+    calls by itself (`answer="auto"`). It plays `source` (a WAV that must outlast the call:
+    baresip hangs up when the file ends) into every call and records what it receives into
+    `workdir/rec`. Quits after `lifetime` seconds at the latest; stopped by its PID on exit.
+
+    Learned from `shared/interop/lib/baresip.sh`: the ALSA "null" device as the player (the
+    sndfile module records the decoded audio), and `rtcp_mux no` (an answerer that does not
+    support RFC 5761 must still get RTCP on port + 1).
+    """
+    (workdir / "rec").mkdir(parents=True, exist_ok=True)
+    control_port = free_tcp_port()
+    user = aor.removeprefix("sip:").split("@", 1)[0]
+    (workdir / "config").write_text(
+        "poll_method\t\tepoll\n"
+        "sip_listen\t\t127.0.0.1:0\n"
+        "call_local_timeout\t30\n"
+        "call_max_calls\t\t4\n"
+        "audio_buffer\t\t20\n"
+        "audio_player\t\talsa,null\n"
+        f"audio_source\t\taufile,{source}\n"
+        "audio_alert\t\talsa,null\n"
+        f"rtp_ports\t\t{rtp_ports[0]}-{rtp_ports[1]}\n"
+        "rtcp_mux\t\tno\n"
+        "jitter_buffer_delay\t1-5\n"
+        "dns_server\t\t127.0.0.1:53\n"
+        "net_interface\t\t127.0.0.1\n"
+        "statmode_default\toff\n"
+        "module_path\t\t/usr/lib/baresip/modules\n"
+        "module\t\t\tg711.so\n"
+        "module\t\t\tsndfile.so\n"
+        "module\t\t\taufile.so\n"
+        "module\t\t\talsa.so\n"
+        "module_tmp\t\taccount.so\n"
+        "module_app\t\tmenu.so\n"
+        "module_app\t\tctrl_tcp.so\n"
+        f"ctrl_tcp_listen\t\t127.0.0.1:{control_port}\n"
+        f"snd_path\t\t{workdir / 'rec'}\n"
+    )
+    (workdir / "accounts").write_text(
+        f"<{aor}>;auth_user={user};auth_pass={password};regint=600;answermode={answer};"
+        "audio_codecs=PCMU,PCMA\n"
+    )
+    (workdir / "contacts").write_text("")
+    with (workdir / "baresip.log").open("wb") as log_file:
+        process = subprocess.Popen(
+            ["baresip", "-s", "-f", str(workdir), "-t", str(lifetime)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    control: BaresipControl | None = None
+    try:
+        control = BaresipControl(control_port)
+        yield BaresipPhone(process=process, workdir=workdir, control=control)
+    finally:
+        if control is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                control.command("quit", timeout=1)  # un-registers, closes its recordings
+        _stop(process, grace=5)
+        if control is not None:
+            control.close()
+
+
+def _stop(process: subprocess.Popen[bytes], *, grace: float) -> None:
+    """Wait `grace` seconds for `process` to end, then SIGTERM it, then SIGKILL it."""
+    try:
+        process.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _linphonerc(workdir: Path, *, sip_port: int = -1, rtp_ports: str | None = None) -> Path:
+    """A fresh linphonec config on 127.0.0.1 (see `linphonec_register` for the keys)."""
+    config = workdir / "linphonerc"
+    config.write_text(
+        f"[sip]\nbind_address=127.0.0.1\nsip_port={sip_port}\nsip_tcp_port=0\nsip_tls_port=0\n"
+        "default_proxy=-1\nipv6_migration_done=1\nuse_ipv6=0\n"
+        "register_only_when_network_is_up=0\n"
+        "[net]\ndns_srv_enabled=0\n"
+        # without it linphone would offer its eth0 address for media
+        "[rtp]\nbind_address=127.0.0.1\n"
+        + (f"audio_rtp_port={rtp_ports}\n" if rtp_ports else "")
+        + "[video]\ncapture=0\ndisplay=0\n"
+        "[sound]\nechocancellation=0\n"
+        f"[storage]\nuri={workdir / 'linphone.db'}\n"
+        f"[misc]\nzrtp_secrets_file={workdir / 'zrtp.db'}\nhistory_max_size=0\n"
+    )
+    return config
+
+
+@dataclass(slots=True)
+class LinphoneConsole:
+    """A running linphonec, typed to through its stdin; its console and `-d 5` log on disk."""
+
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def console(self) -> str:
+        return (self.workdir / "linphonec.out").read_text(errors="replace")
+
+    def log(self) -> str:
+        path = self.workdir / "linphonec.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def registration_states(self) -> list[str]:
+        return _linphone_states(self.workdir / "linphonec.log")
+
+    def wait_console(self, pattern: str, timeout: float) -> re.Match[str] | None:
+        """The first match of `pattern` in the console output, waiting up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, self.console())
+            if found or time.monotonic() > deadline or self.process.poll() is not None:
+                return found
+            time.sleep(0.1)
+
+    def wait_registration(self, timeout: float = 10.0) -> str | None:
+        """LinphoneRegistrationOk or LinphoneRegistrationFailed, whichever comes (None: neither
+        within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            for state in self.registration_states():
+                if state in ("LinphoneRegistrationOk", "LinphoneRegistrationFailed"):
+                    return state
+            time.sleep(0.1)
+        return None
+
+
+@contextlib.contextmanager
+def linphonec_console(workdir: Path, *, rtp_ports: str = "32000-32999",
+                      lifetime: float = 60.0) -> Iterator[LinphoneConsole]:
+    """Start linphonec on 127.0.0.1 (a random SIP port, audio from and to files once told so
+    with `soundcard use files`); on exit `quit` it (it un-registers and ends its calls) and stop
+    it by its PID. A timer kills it after `lifetime` seconds whatever happens."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = _linphonerc(workdir, rtp_ports=rtp_ports)
+    with (workdir / "linphonec.out").open("wb") as console:
+        process = subprocess.Popen(
+            ["linphonec", "-c", str(config), "-d", "5", "-l", str(workdir / "linphonec.log")],
+            stdin=subprocess.PIPE, stdout=console, stderr=subprocess.STDOUT,
+            env=dict(os.environ, HOME=str(workdir)),
+        )
+    watchdog = threading.Timer(lifetime, process.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        time.sleep(0.5)  # it reads stdin once its core is up
+        yield LinphoneConsole(process=process, workdir=workdir)
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                assert process.stdin is not None
+                process.stdin.write(b"quit\n")
+                process.stdin.flush()
+        _stop(process, grace=5)
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert process.stdin is not None
+            process.stdin.close()

@@ -1,0 +1,1311 @@
+"""The B2BUA: every call is an A-leg (we are the callee's UAS) and B-legs (we are the UAC).
+
+A new INVITE is answered 100 at once, its caller identified (a trunk by source address, anyone
+else by digest, 407), routed (webhook, static routes, or the registrar), and sent on as one or
+more B-leg INVITEs in groups: the targets of a group are forked in parallel (first answer wins,
+the others get CANCEL), groups are tried one after another (failover). Provisional responses go
+back to the caller with early media, the winning 2xx is ACKed and answered to the caller, whose
+2xx we retransmit until its ACK (RFC 3261 §13.3.1.4; RFC 6026 leaves that to the TU). BYE, CANCEL,
+re-INVITE, UPDATE and INFO are carried across; ring and call-duration limits and RTP inactivity
+end calls. Media is anchored by `edge.pbx.media.CallMedia` unless `media_proxy = "none"`.
+
+Everything here runs on the event loop of the SIP server; one `Call` object owns a call's state,
+and the `CallManager` finds it by transaction id or dialog id. What a call leaves behind (the call
+record, the CDR) goes to the injected `CallSink` off the SIP path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from edge.pbx.auth import Authenticated, Drop, outcome_response
+from edge.pbx.bindings import Target
+from edge.pbx.core import SipTransport
+from edge.pbx.media import CallMedia, LegName, MediaRelay
+from edge.pbx.registrar import Authenticator
+from edge.pbx.routing import RouteDecision, RouteTarget
+from edge.pbx.users import UserRecord
+from edge.sip.dialog import Dialog, DialogId, DialogState, request_dialog_id
+from edge.sip.digest import build_authorization, choose_challenge, parse_challenge
+from edge.sip.errors import LocalProtocolError, SipParseError
+from edge.sip.events import (
+    CancelReceived,
+    Event,
+    Peer,
+    RequestReceived,
+    ResponseReceived,
+    TransactionFailed,
+)
+from edge.sip.message import Request, Response, make_response, new_request
+from edge.sip.transaction import build_cancel
+from edge.sip.uri import SipUri, TelUri, parse_uri
+from edge.sip.via import MAGIC_COOKIE, Via
+
+log = logging.getLogger("sdpbx.calls")
+
+CallPhase = Literal["trying", "ringing", "answered", "completed", "failed"]
+Direction = Literal["inbound", "internal", "outbound"]
+
+# Headers never copied from the caller's INVITE to a B-leg: they belong to one hop or one dialog,
+# or we set them ourselves (RFC 3261 §16.6 lists what a proxy rewrites; a B2BUA rewrites more).
+_NOT_COPIED = frozenset({
+    "via", "from", "to", "call-id", "cseq", "contact", "record-route", "route", "max-forwards",
+    "content-length", "content-type", "authorization", "proxy-authorization", "proxy-require",
+    "require", "supported", "allow", "session-expires", "min-se", "rseq", "rack",
+})
+# In-dialog requests carried across to the other leg (OPTIONS is answered by the endpoint).
+RELAYED_METHODS = ("INVITE", "UPDATE", "INFO")
+SDP = "application/sdp"
+
+
+class CallRouter(Protocol):
+    async def route(
+        self,
+        request: Request,
+        *,
+        source_addr: str,
+        direction: Direction,
+        source_trunk: str | None,
+    ) -> RouteDecision: ...
+
+
+class TargetLookup(Protocol):
+    """The registrar, as the B2BUA uses it."""
+
+    def aor_for(self, uri: Any) -> str | None: ...
+    async def lookup(self, aor: str) -> list[Target]: ...
+
+
+class UserLookup(Protocol):
+    async def lookup(self, username: str, realm: str, request_uri: str) -> Any: ...
+
+
+class Trunks(Protocol):
+    def identify(self, ip: str) -> str | None: ...
+    def credentials(self, name: str) -> tuple[str, str] | None: ...
+
+
+class TrunkLimits(Protocol):
+    def acquire(self, name: str, now: float) -> str | None: ...
+    def release(self, name: str) -> None: ...
+
+
+class CallSink(Protocol):
+    """Where calls report themselves: the call-state writer, the CDR writer, metrics."""
+
+    def call_changed(self, call: Call) -> None: ...
+    def call_ended(self, call: Call) -> None: ...
+
+
+class Resolver(Protocol):
+    async def __call__(self, host: str, port: int) -> str: ...
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class CallSettings:
+    """The `[proxy]` values the B2BUA needs (the router may override the last three per call)."""
+
+    max_ring_time_s: float = 60.0
+    max_call_duration_s: float = 14_400.0  # 0 = no limit
+    rtp_timeout_s: float = 60.0  # 0 = never
+    t1: float = 0.5
+    t2: float = 4.0
+    user_agent: str = "sdpbx"
+    advertised_host: str | None = None  # external_ip
+    record_all: bool = False  # [recording] enabled + auto_start
+    recording_dir: str | None = None  # where recordings are written while the call runs
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Destination:
+    """One B-leg to try: where the INVITE goes and what it says."""
+
+    request_uri: str
+    to_uri: str
+    peer: Peer
+    route: tuple[str, ...] = ()
+    trunk: str | None = None
+    label: str = ""  # what hangupMessages call this target
+
+
+@dataclass(slots=True, frozen=True)
+class LegEvent:
+    timestamp: float
+    leg: str
+    event: str
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class OutboundLeg:
+    """One B-leg attempt (one INVITE client transaction, later one dialog)."""
+
+    call: Call
+    destination: Destination
+    invite: Request
+    transaction_id: int
+    leg_id: str
+    state: Literal["calling", "proceeding", "answered", "failed", "cancelled"] = "calling"
+    dialog: Dialog | None = None
+    cancel_pending: bool = False
+    auth_tried: bool = False
+    ack: Request | None = None
+    final_status: int | None = None
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class _Relayed:
+    """An in-dialog request carried from one leg to the other, waiting for its answer."""
+
+    call: Call
+    origin: LegName
+    server_transaction_id: int
+    request: Request
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class _Retransmit:
+    """A 2xx to an INVITE we keep sending until its ACK (RFC 3261 §13.3.1.4)."""
+
+    transaction_id: int
+    response: Response
+    interval: float
+    deadline: float
+    handle: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class Call:
+    """One call's whole state. Times are Unix seconds (wall clock) for records and CDRs."""
+
+    call_id: str
+    invite: Request
+    server_transaction_id: int
+    peer: Peer
+    a_tag: str
+    direction: Direction = "internal"
+    caller: str = ""
+    callee: str = ""
+    from_number: str = ""
+    to_number: str = ""
+    source_trunk: str | None = None
+    username: str | None = None
+    phase: CallPhase = "trying"
+    created_at: float = 0.0
+    ring_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    decision: RouteDecision | None = None
+    groups: list[list[Destination]] = field(default_factory=list)
+    legs: list[OutboundLeg] = field(default_factory=list)
+    answered: OutboundLeg | None = None
+    a_dialog: Dialog | None = None
+    media: CallMedia | None = None
+    record: bool = False
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    retransmit: _Retransmit | None = None
+    pending_ack_sdp: OutboundLeg | None = None  # late offer: B's ACK waits for A's answer
+    relaying: _Relayed | None = None
+    trunks_held: list[str] = field(default_factory=list)
+    status_code: int | None = None
+    hangup_reason: str | None = None
+    hangup_messages: list[dict[str, Any]] = field(default_factory=list)
+    last_error: tuple[int, str] | None = None
+    timeline: list[LegEvent] = field(default_factory=list)
+    recording: Any = None  # what the media layer returned for the recording, if any
+    version: int = 0  # the call record's version in the store (the sink keeps it)
+    store_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in ("completed", "failed")
+
+    def note(self, leg: str, event: str, now: float) -> None:
+        self.timeline.append(LegEvent(now, leg, event))
+
+
+class CallManager:
+    """The INVITE/BYE/UPDATE/INFO handler and the owner of every call on this edge."""
+
+    def __init__(
+        self,
+        transport: SipTransport,
+        *,
+        local_address: Callable[[str], tuple[str, int]],
+        authenticator: Authenticator | None,
+        router: CallRouter,
+        registrar: TargetLookup,
+        users: UserLookup | None = None,
+        realm: Callable[[Request], str] | None = None,
+        trunks: Trunks | None = None,
+        limits: TrunkLimits | None = None,
+        media: MediaRelay | None = None,
+        sink: CallSink | None = None,
+        settings: CallSettings | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        token: Callable[[], str] | None = None,
+        resolve: Resolver | None = None,
+    ) -> None:
+        self._transport = transport
+        self._local = local_address
+        self._auth = authenticator
+        self._router = router
+        self._registrar = registrar
+        self._users = users
+        self._realm = realm
+        self._trunks = trunks
+        self._limits = limits
+        self._relay = media
+        self._sink = sink
+        self.settings = settings or CallSettings()
+        self._wall = wall_clock
+        self._token = token or (lambda: secrets.token_hex(8))
+        self._resolve = resolve or _resolve_host
+        self.calls: dict[str, Call] = {}  # by the caller's Call-ID
+        self._by_server: dict[int, Call] = {}  # the caller's INVITE transaction
+        self._by_client: dict[int, OutboundLeg | _Relayed] = {}
+        self._by_dialog: dict[DialogId, tuple[Call, LegName]] = {}
+        self._by_b_call_id: dict[str, OutboundLeg] = {}
+        self._loop = asyncio.get_running_loop()
+        self.started = 0
+
+    # ================================================================ requests
+
+    async def handle(self, event: RequestReceived) -> None:
+        request = event.request
+        transaction_id = event.transaction_id
+        assert transaction_id is not None
+        if request.to_addr.tag:
+            self._in_dialog(request, event.peer, transaction_id)
+        elif request.method == "INVITE":
+            await self._new_call(request, event.peer, transaction_id)
+        else:
+            # BYE/UPDATE/INFO outside any dialog (RFC 3261 §12.2.2).
+            self._reply(request, transaction_id, 481)
+
+    def _reply(
+        self,
+        request: Request,
+        transaction_id: int,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self._transport.respond(
+            transaction_id,
+            make_response(request, status, reason, to_tag=self._token(), headers=headers),
+        )
+
+    # ---------------------------------------------------------------- a new call
+
+    async def _new_call(self, request: Request, peer: Peer, transaction_id: int) -> None:
+        call_id = request.call_id
+        if call_id in self.calls:
+            # A second INVITE with the same Call-ID and no To tag: a merged request (RFC 3261
+            # §8.2.2.2) or a looped one.
+            self._reply(request, transaction_id, 482)
+            return
+        # 100 at once: the caller stops retransmitting while we authenticate and route.
+        self._transport.respond(transaction_id, make_response(request, 100))
+        now = self._wall()
+        forwards = request.max_forwards
+        if forwards is not None and forwards <= 0:
+            self._reply(request, transaction_id, 483)
+            return
+        call = Call(
+            call_id=call_id, invite=request, server_transaction_id=transaction_id, peer=peer,
+            a_tag=self._token(), created_at=now,
+        )
+        call.note("a", "invite", now)
+        trunk = self._trunks.identify(peer.address[0]) if self._trunks is not None else None
+        if trunk is not None:
+            call.direction, call.source_trunk = "inbound", trunk
+        else:
+            if self._auth is None:
+                self._reply(request, transaction_id, 403, "Caller not identified")
+                return
+            outcome = await self._auth.authenticate(
+                request, peer, now, monotonic=self._transport.now()
+            )
+            if isinstance(outcome, Drop):
+                self._transport.drop(transaction_id)
+                return
+            if not isinstance(outcome, Authenticated):
+                self._transport.respond(
+                    transaction_id, outcome_response(request, outcome, self._token())
+                )
+                return
+            call.username = outcome.username
+        self._describe_parties(call)
+        self.calls[call_id] = call
+        self._by_server[transaction_id] = call
+        self.started += 1
+        # Routing runs in a task of its own: `PbxCore` starts handlers eagerly, outside any
+        # task, and the router's HTTP client needs one (asyncio.timeout).
+        task = self._loop.create_task(self._route_safely(call))
+        task.add_done_callback(_log_failure)
+
+    async def _route_safely(self, call: Call) -> None:
+        try:
+            await self._route(call)
+        except SipParseError as exc:
+            self._fail(call, exc.status, exc.reason, "failed")
+        except Exception:
+            log.exception("routing a call failed", extra={"call_id": call.call_id})
+            self._fail(call, 500, "Internal error", "failed")
+
+    def _describe_parties(self, call: Call) -> None:
+        request = call.invite
+        from_uri, to_uri = request.from_addr.uri, request.uri
+        call.from_number = _user_of(from_uri)
+        call.to_number = _user_of(request.to_addr.uri) or _user_of(to_uri)
+        call.caller = call.username or call.from_number
+        call.callee = _user_of(to_uri) or call.to_number
+
+    async def _route(self, call: Call) -> None:
+        request = call.invite
+        decision = await self._router.route(
+            request,
+            source_addr=f"{call.peer.address[0]}:{call.peer.address[1]}",
+            direction=call.direction,
+            source_trunk=call.source_trunk,
+        )
+        if call.ended:
+            return  # cancelled while the router thought about it
+        call.decision = decision
+        call.record = (
+            self.settings.record_all if decision.record is None else bool(decision.record)
+        )
+        action = decision.action
+        if action == "spam":
+            log.info("call dropped as spam", extra={"call_id": call.call_id})
+            self._drop(call)
+            return
+        if action in ("reject", "abort", "busy"):
+            status = 486 if action == "busy" else (decision.status or 403)
+            self._fail(call, status, decision.reason, "rejected")
+            return
+        if action == "answer":
+            # Call control objects (NCCO) are served by the call-application engine.
+            self._fail(call, 501, "Call applications not available", "failed")
+            return
+        if decision.rewrite.callee_final:
+            call.callee = decision.rewrite.callee_final
+        targets: Sequence[RouteTarget] = decision.targets
+        if action == "not_handled" or not targets:
+            await self._route_to_user(call)
+            return
+        if decision.trunk and call.direction == "internal":
+            call.direction = "outbound"
+        groups: list[list[Destination]] = []
+        for target in targets:
+            group = await self._destinations(call, target)
+            if decision.strategy == "parallel":
+                if not groups:
+                    groups.append([])
+                groups[0].extend(group)
+            elif group:
+                groups.append(group)
+        if not groups or not any(groups):
+            self._fail(call, 480, "No reachable target", "failed")
+            return
+        call.groups = groups
+        self._start_media_and_ring(call)
+
+    async def _route_to_user(self, call: Call) -> None:
+        """No route: the Request-URI names a user of ours (or nobody: 404, offline: 480)."""
+        uri = call.invite.request_uri
+        aor = self._registrar.aor_for(uri) if isinstance(uri, SipUri) else None
+        targets = await self._registrar.lookup(aor) if aor else []
+        if call.ended:
+            return
+        if not targets:
+            known = await self._user_exists(call, uri)
+            if call.ended:
+                return
+            if known:
+                self._fail(call, 480, "Temporarily Unavailable", "failed")
+            else:
+                self._fail(call, 404, "Not Found", "failed")
+            return
+        call.groups = [[self._registered_destination(t) for t in targets]]
+        self._start_media_and_ring(call)
+
+    async def _user_exists(self, call: Call, uri: Any) -> bool:
+        if self._users is None or not isinstance(uri, SipUri) or not uri.user:
+            return False
+        realm = self._realm(call.invite) if self._realm is not None else uri.host
+        found = await self._users.lookup(uri.user, realm, str(uri))
+        return isinstance(found, UserRecord)
+
+    async def _destinations(self, call: Call, target: RouteTarget) -> list[Destination]:
+        if target.aor:
+            return [self._registered_destination(t) for t in
+                    await self._registrar.lookup(target.aor)]
+        uri = parse_uri(target.uri)
+        if not isinstance(uri, SipUri):
+            log.info("target %s is not a SIP URI, skipped", target.uri,
+                     extra={"call_id": call.call_id})
+            return []
+        transport = (uri.transport or "udp").upper()
+        port = uri.port or 5060
+        try:
+            host = await self._resolve(uri.host, port)
+        except OSError as exc:
+            call.hangup_messages.append({"code": 503, "reason": f"DNS: {exc}",
+                                         "target": target.uri})
+            return []
+        if transport != "UDP":
+            # Outbound stream connections are not opened by this edge yet: use UDP.
+            transport = "UDP"
+        return [Destination(
+            request_uri=str(uri), to_uri=str(uri.without_params("transport")),
+            peer=Peer(transport=transport, address=(host, port)), trunk=target.trunk,
+            label=target.uri,
+        )]
+
+    def _registered_destination(self, target: Target) -> Destination:
+        aor = target.aor if target.aor.startswith(("sip:", "sips:")) else f"sip:{target.aor}"
+        return Destination(
+            request_uri=target.contact, to_uri=aor, peer=target.peer, route=target.path,
+            label=target.aor,
+        )
+
+    def _start_media_and_ring(self, call: Call) -> None:
+        decision = call.decision
+        ring = (decision.max_ring_time_s if decision else None) or self.settings.max_ring_time_s
+        call.timers["ring"] = self._loop.call_later(ring, self._ring_timeout, call)
+        task = self._loop.create_task(self._next_group(call))
+        task.add_done_callback(_log_failure)
+
+    async def _next_group(self, call: Call) -> None:
+        """Send the INVITEs of the next group of destinations, or give up."""
+        while call.groups and not call.ended:
+            group = call.groups.pop(0)
+            body = call.invite.body
+            if body and self._relay is not None and call.media is None:
+                call.media = CallMedia(self._relay, self._media_address(call))
+            if body and call.media is not None:
+                try:
+                    body = await call.media.rewrite("a", body)
+                except SipParseError as exc:
+                    self._fail(call, 488, f"Bad SDP: {exc.reason}", "failed")
+                    return
+            if call.ended:
+                return
+            sent = 0
+            for destination in group:
+                if self._send_invite(call, destination, body):
+                    sent += 1
+            if sent:
+                return
+        if not call.ended and not self._pending_legs(call):
+            self._fail_from_legs(call)
+
+    def _media_address(self, call: Call) -> str:
+        if self.settings.advertised_host:
+            return self.settings.advertised_host
+        return self._local(call.peer.transport)[0]
+
+    def _send_invite(self, call: Call, destination: Destination, body: bytes) -> bool:
+        now = self._wall()
+        trunk = destination.trunk
+        if trunk is not None and self._limits is not None:
+            refused = self._limits.acquire(trunk, self._transport.now())
+            if refused is not None:
+                call.hangup_messages.append({"code": 503, "reason": f"trunk {refused}",
+                                             "target": destination.label})
+                return False
+            call.trunks_held.append(trunk)
+        invite = self._build_invite(call, destination, body)
+        transaction_id = self._transport.send_request(invite, destination.peer)
+        leg = OutboundLeg(call=call, destination=destination, invite=invite,
+                          transaction_id=transaction_id, leg_id=f"b{len(call.legs) + 1}")
+        call.legs.append(leg)
+        call.note(leg.leg_id, "invite", now)
+        self._by_client[transaction_id] = leg
+        self._by_b_call_id[invite.call_id] = leg
+        return True
+
+    def _build_invite(
+        self, call: Call, destination: Destination, body: bytes, *, cseq: int = 1,
+        call_id: str | None = None, from_tag: str | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> Request:
+        transport = destination.peer.transport
+        host, port = self._local(transport)
+        decision = call.decision
+        source = call.invite
+        caller = source.from_addr.without_params("tag")
+        if decision is not None and decision.rewrite.caller_final and isinstance(
+            caller.uri, SipUri
+        ) and decision.rewrite.caller_final != caller.uri.user:
+            caller = caller.replace(uri=caller.uri.replace(user=decision.rewrite.caller_final))
+        headers: list[tuple[str, str]] = [("Route", route) for route in destination.route]
+        if decision is not None and decision.with_original_headers:
+            headers.extend(
+                (name, value) for name, value in source.headers
+                if name.lower() not in _NOT_COPIED
+            )
+        if decision is not None:
+            headers.extend(decision.headers)
+        headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"))
+        headers.append(("User-Agent", self.settings.user_agent))
+        headers.extend(extra)
+        if body:
+            headers.append(("Content-Type", source.headers.get("Content-Type") or SDP))
+        forwards = source.max_forwards
+        contact_params = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return new_request(
+            "INVITE",
+            destination.request_uri,
+            via=Via.build(transport, host, port, MAGIC_COOKIE + self._token()),
+            from_=caller.with_tag(from_tag or self._token()),
+            to=f"<{destination.to_uri}>",
+            call_id=call_id or f"{self._token()}{self._token()}",
+            cseq=cseq,
+            max_forwards=70 if forwards is None else min(70, forwards - 1),
+            contact=f"<sip:{_format_host(host)}:{port}{contact_params}>",
+            headers=headers,
+            body=body,
+        )
+
+    # ---------------------------------------------------------------- in-dialog requests
+
+    def _in_dialog(self, request: Request, peer: Peer, transaction_id: int) -> None:
+        found = self._by_dialog.get(request_dialog_id(request))
+        if found is None:
+            self._reply(request, transaction_id, 481)
+            return
+        call, leg = found
+        dialog = call.a_dialog if leg == "a" else (
+            call.answered.dialog if call.answered is not None else None
+        )
+        if dialog is None:
+            self._reply(request, transaction_id, 481)
+            return
+        refused = dialog.receive_request(request)
+        if refused is not None:
+            self._reply(request, transaction_id, refused)
+            return
+        method = request.method
+        if method == "BYE":
+            self._transport.respond(transaction_id, make_response(request, 200))
+            call.note(leg, "bye", self._wall())
+            if call.answered_at is None:
+                # A BYE in an early dialog ends the attempt like a CANCEL would (§15).
+                self._cancel_call(call, "canceled")
+            else:
+                self._hang_up(call, "byCaller" if leg == "a" else "byCallee", spare=leg)
+            return
+        if method not in RELAYED_METHODS:
+            self._reply(request, transaction_id, 501)
+            return
+        if call.answered_at is None or call.ended:
+            self._reply(request, transaction_id, 491 if method != "INFO" else 481)
+            return
+        if call.relaying is not None and method in ("INVITE", "UPDATE"):
+            # RFC 3261 §14.2: an offer crossing one of ours.
+            self._reply(request, transaction_id, 491)
+            return
+        task = self._loop.create_task(self._relay_request(call, leg, request, transaction_id))
+        task.add_done_callback(_log_failure)
+
+    async def _relay_request(
+        self, call: Call, origin: LegName, request: Request, transaction_id: int
+    ) -> None:
+        other = self._other_dialog(call, origin)
+        if other is None:
+            self._reply(request, transaction_id, 481)
+            return
+        dialog, peer = other
+        body = request.body
+        content_type = request.headers.get("Content-Type")
+        if body and call.media is not None and _is_sdp(content_type):
+            try:
+                body = await call.media.rewrite(origin, body)
+            except SipParseError as exc:
+                self._reply(request, transaction_id, 488, exc.reason)
+                return
+        headers: list[tuple[str, str]] = []
+        if body:
+            headers.append(("Content-Type", content_type or SDP))
+        for name in ("Info-Package", "Content-Disposition", "Event"):
+            value = request.headers.get(name)
+            if value is not None:
+                headers.append((name, value))
+        try:
+            outgoing = dialog.create_request(request.method, headers=headers, body=body)
+        except LocalProtocolError:
+            self._reply(request, transaction_id, 481)
+            return
+        relayed = _Relayed(call=call, origin=origin, server_transaction_id=transaction_id,
+                           request=request)
+        if request.method in ("INVITE", "UPDATE"):
+            call.relaying = relayed
+        self._by_client[self._transport.send_request(outgoing, peer)] = relayed
+
+    def _other_dialog(self, call: Call, origin: LegName) -> tuple[Dialog, Peer] | None:
+        if origin == "a":
+            leg = call.answered
+            if leg is None or leg.dialog is None or leg.dialog.terminated:
+                return None
+            return leg.dialog, leg.destination.peer
+        if call.a_dialog is None or call.a_dialog.terminated:
+            return None
+        return call.a_dialog, call.peer
+
+    # ================================================================ other events
+
+    def on_event(self, event: Event) -> None:
+        """Responses, CANCELs, ACKs and transaction failures (`PbxCore` hands them here)."""
+        if isinstance(event, ResponseReceived):
+            self._response(event)
+        elif isinstance(event, CancelReceived):
+            call = self._by_server.get(event.invite_transaction_id)
+            if call is not None:
+                call.note("a", "cancel", self._wall())
+                self._cancel_call(call, "canceled")
+        elif isinstance(event, RequestReceived):
+            if event.request.method == "ACK":
+                self._ack(event.request)
+        elif isinstance(event, TransactionFailed):
+            self._transaction_failed(event)
+
+    # ---------------------------------------------------------------- responses
+
+    def _response(self, event: ResponseReceived) -> None:
+        response = event.response
+        if event.transaction_id is None:
+            # A 2xx retransmission after the INVITE transaction ended (RFC 6026 §8.4).
+            leg = self._by_b_call_id.get(response.call_id)
+            if leg is not None:
+                self._b_2xx_again(leg, response)
+            return
+        owner = self._by_client.get(event.transaction_id)
+        if isinstance(owner, OutboundLeg):
+            self._leg_response(owner, response)
+        elif isinstance(owner, _Relayed):
+            self._relayed_response(owner, response, event.transaction_id)
+
+    def _leg_response(self, leg: OutboundLeg, response: Response) -> None:
+        status = response.status
+        if response.cseq.method != "INVITE":
+            return
+        if status == 100:
+            return
+        if status < 200:
+            self._leg_provisional(leg, response)
+        elif status < 300:
+            self._by_client.pop(leg.transaction_id, None)
+            self._leg_answered(leg, response)
+        else:
+            self._by_client.pop(leg.transaction_id, None)
+            if status in (401, 407) and self._retry_with_credentials(leg, response):
+                return
+            self._leg_failed(leg, status, response.reason)
+
+    def _leg_provisional(self, leg: OutboundLeg, response: Response) -> None:
+        call = leg.call
+        if leg.state == "calling":
+            leg.state = "proceeding"
+        if leg.cancel_pending or call.ended or call.answered is not None:
+            self._cancel_leg(leg)
+            return
+        now = self._wall()
+        if call.ring_at is None:
+            call.ring_at = now
+        if call.phase == "trying":
+            call.phase = "ringing"
+            self._changed(call)
+        call.note(leg.leg_id, "ringing" if response.status == 180 else "progress", now)
+        status = response.status
+        body = response.body
+        if body and _is_sdp(response.headers.get("Content-Type")):
+            task = self._loop.create_task(self._early_media(call, status, body))
+            task.add_done_callback(_log_failure)
+            return
+        self._respond_a(call, 180 if status == 180 else status, response.reason)
+
+    async def _early_media(self, call: Call, status: int, body: bytes) -> None:
+        if call.media is not None:
+            try:
+                body = await call.media.rewrite("b", body)
+            except SipParseError:
+                body = b""
+        if call.ended or call.answered is not None:
+            return
+        self._respond_a(call, status, None, body=body)
+
+    def _leg_answered(self, leg: OutboundLeg, response: Response) -> None:
+        call = leg.call
+        try:
+            dialog = Dialog.create_uac(
+                leg.invite, response, new_branch=self._branch,
+            )
+        except (SipParseError, LocalProtocolError) as exc:
+            log.info("unusable 2xx from %s: %s", leg.destination.label, exc,
+                     extra={"call_id": call.call_id})
+            dialog = None
+        if dialog is None:
+            self._leg_failed(leg, 502, "Bad 2xx")
+            return
+        leg.dialog = dialog
+        if call.ended or call.answered is not None or leg.state in ("cancelled", "failed"):
+            # Lost the race (another fork answered, or the caller gave up): ACK and BYE.
+            self._send_ack(leg, response, b"")
+            self._send_bye(dialog, leg.destination.peer)
+            leg.state = "cancelled"
+            return
+        leg.state = "answered"
+        call.answered = leg
+        now = self._wall()
+        call.answered_at = now
+        if call.ring_at is None:
+            call.ring_at = now
+        call.phase = "answered"
+        call.note(leg.leg_id, "answer", now)
+        self._by_dialog[dialog.id] = (call, "b")
+        self._cancel_timer(call, "ring")
+        for other in call.legs:
+            if other is not leg and other.state in ("calling", "proceeding"):
+                self._cancel_leg(other)
+        call.groups.clear()
+        task = self._loop.create_task(self._answer_a(call, leg, response))
+        task.add_done_callback(_log_failure)
+
+    async def _answer_a(self, call: Call, leg: OutboundLeg, response: Response) -> None:
+        body = response.body
+        late_offer = not call.invite.body and bool(body)
+        if body and call.media is None and self._relay is not None:
+            call.media = CallMedia(self._relay, self._media_address(call))
+        if body and call.media is not None:
+            try:
+                body = await call.media.rewrite("b", body)
+            except SipParseError as exc:
+                log.info("bad SDP in 2xx: %s", exc.reason, extra={"call_id": call.call_id})
+                body = b""
+        if late_offer:
+            call.pending_ack_sdp = leg  # A's ACK carries the answer for B's ACK
+        else:
+            self._send_ack(leg, response, b"")
+        if call.ended:
+            return
+        if call.record and call.media is not None and call.media.session is not None:
+            self._start_recording(call)
+        self._respond_a(call, 200, None, body=body)
+        limit = (call.decision.timeout_s if call.decision else None) or (
+            self.settings.max_call_duration_s
+        )
+        if limit:
+            call.timers["duration"] = self._loop.call_later(
+                limit, self._hang_up, call, "bySystem"
+            )
+        self._changed(call)
+
+    def _start_recording(self, call: Call) -> None:
+        start = getattr(self._relay, "start_recording", None)
+        directory = self.settings.recording_dir
+        if start is None or directory is None or call.media is None or call.media.session is None:
+            return
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in call.call_id)[:120]
+        try:
+            start(call.media.session, f"{directory}/{name}-{self._token()}.wav")
+        except Exception:
+            log.exception("recording could not start", extra={"call_id": call.call_id})
+
+    def _send_ack(self, leg: OutboundLeg, response: Response, body: bytes) -> None:
+        dialog = leg.dialog
+        if dialog is None:
+            return
+        headers = [("Content-Type", SDP)] if body else []
+        leg.ack = dialog.create_ack(leg.invite.cseq.seq, headers=headers, body=body)
+        self._transport.send_stateless(leg.ack, leg.destination.peer)
+
+    def _b_2xx_again(self, leg: OutboundLeg, response: Response) -> None:
+        if leg.ack is not None:
+            self._transport.send_stateless(leg.ack, leg.destination.peer)
+        elif leg.call.pending_ack_sdp is not leg and leg is not leg.call.answered:
+            # A fork's 2xx crossing our CANCEL: ACK and end that dialog.
+            self._leg_answered(leg, response)
+
+    def _leg_failed(self, leg: OutboundLeg, status: int, reason: str) -> None:
+        call = leg.call
+        was_cancelled = leg.state == "cancelled"
+        leg.state = "cancelled" if was_cancelled else "failed"
+        leg.final_status = status
+        call.note(leg.leg_id, f"failed:{status}", self._wall())
+        if not was_cancelled:
+            call.hangup_messages.append(
+                {"code": status, "reason": reason, "target": leg.destination.label}
+            )
+        if call.ended or call.answered is not None:
+            return
+        if self._pending_legs(call):
+            return
+        if status >= 600 and not was_cancelled:
+            self._fail(call, status, reason, "rejected")  # §16.7: a 6xx ends the search
+            return
+        if call.groups:
+            task = self._loop.create_task(self._next_group(call))
+            task.add_done_callback(_log_failure)
+            return
+        self._fail_from_legs(call)
+
+    def _pending_legs(self, call: Call) -> bool:
+        return any(leg.state in ("calling", "proceeding") for leg in call.legs)
+
+    def _fail_from_legs(self, call: Call) -> None:
+        """Every B-leg failed: answer the caller with the most telling status (§16.7.6)."""
+        codes = [m["code"] for m in call.hangup_messages if isinstance(m.get("code"), int)]
+        status, reason = 480, "Temporarily Unavailable"
+        if codes:
+            best = min(codes, key=_failure_rank)
+            reasons = [m["reason"] for m in call.hangup_messages if m["code"] == best]
+            status, reason = best, reasons[0] if reasons else ""
+        if status in (401, 407):
+            status, reason = 503, "Trunk authentication failed"
+        elif status == 487:
+            status, reason = 480, "No answer"
+        hangup = {486: "rejected", 600: "rejected", 603: "rejected"}.get(status, "failed")
+        self._fail(call, status, reason or None, hangup)
+
+    def _retry_with_credentials(self, leg: OutboundLeg, response: Response) -> bool:
+        """A carrier challenged our INVITE: answer once with the trunk's credentials."""
+        trunk = leg.destination.trunk
+        if leg.auth_tried or trunk is None or self._trunks is None or leg.call.ended:
+            return False
+        credentials = self._trunks.credentials(trunk)
+        if credentials is None:
+            return False
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        try:
+            challenge = choose_challenge(
+                parse_challenge(value) for value in response.headers.get_all(header)
+            )
+            username, password = credentials
+            authorization = build_authorization(
+                challenge, method="INVITE", uri=leg.destination.request_uri,
+                username=username, password=password, cnonce=self._token(),
+            )
+        except SipParseError as exc:
+            log.info("trunk %s challenge not answerable: %s", trunk, exc.reason,
+                     extra={"call_id": leg.call.call_id})
+            return False
+        call = leg.call
+        invite = self._build_invite(
+            call, leg.destination, leg.invite.body, cseq=leg.invite.cseq.seq + 1,
+            call_id=leg.invite.call_id, from_tag=leg.invite.from_addr.tag,
+            extra=[(answer, str(authorization))],
+        )
+        leg.invite = invite
+        leg.auth_tried = True
+        leg.state = "calling"
+        leg.transaction_id = self._transport.send_request(invite, leg.destination.peer)
+        self._by_client[leg.transaction_id] = leg
+        return True
+
+    def _relayed_response(self, relayed: _Relayed, response: Response, tid: int) -> None:
+        status = response.status
+        if status < 200:
+            return
+        self._by_client.pop(tid, None)
+        call = relayed.call
+        if call.relaying is relayed:
+            call.relaying = None
+        request = relayed.request
+        other: LegName = "b" if relayed.origin == "a" else "a"
+        if response.cseq.method == "INVITE" and status < 300:
+            dialog_peer = self._other_dialog(call, relayed.origin)
+            if dialog_peer is not None:
+                dialog, peer = dialog_peer
+                dialog.receive_response(response)
+                self._transport.send_stateless(dialog.create_ack(response.cseq.seq), peer)
+        task = self._loop.create_task(
+            self._answer_relayed(call, relayed, request, response, other)
+        )
+        task.add_done_callback(_log_failure)
+        if status in (408, 481) and not call.ended:
+            self._hang_up(call, "failed")
+
+    async def _answer_relayed(
+        self, call: Call, relayed: _Relayed, request: Request, response: Response,
+        other: LegName,
+    ) -> None:
+        body = response.body
+        headers: list[tuple[str, str]] = []
+        if body and call.media is not None and _is_sdp(response.headers.get("Content-Type")):
+            try:
+                body = await call.media.rewrite(other, body)
+            except SipParseError:
+                body = b""
+        if body:
+            headers.append(("Content-Type", response.headers.get("Content-Type") or SDP))
+        dialog = call.a_dialog if relayed.origin == "a" else (
+            call.answered.dialog if call.answered else None
+        )
+        if response.status < 300 and request.method in ("INVITE", "UPDATE"):
+            headers.append(("Contact", self._contact_for(relayed.origin, call)))
+        answer = make_response(request, response.status, response.reason, headers=headers,
+                               body=body)
+        self._transport.respond(relayed.server_transaction_id, answer)
+        if dialog is not None and request.method == "INVITE" and response.status < 300:
+            self._retransmit_2xx(call, relayed.server_transaction_id, answer,
+                                 origin=relayed.origin)
+
+    # ---------------------------------------------------------------- the A-leg's answers
+
+    def _contact_for(self, leg: LegName, call: Call) -> str:
+        transport = call.peer.transport if leg == "a" else (
+            call.answered.destination.peer.transport if call.answered else "UDP"
+        )
+        host, port = self._local(transport)
+        params = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return f"<sip:{_format_host(host)}:{port}{params}>"
+
+    def _respond_a(self, call: Call, status: int, reason: str | None, *,
+                   body: bytes = b"") -> None:
+        if call.ended:
+            return
+        headers: list[tuple[str, str]] = []
+        if status < 300:
+            headers.append(("Contact", self._contact_for("a", call)))
+            headers.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"))
+        if body:
+            headers.append(("Content-Type", SDP))
+        response = make_response(call.invite, status, reason, to_tag=call.a_tag,
+                                 headers=headers, body=body)
+        if call.a_dialog is None and 100 < status < 300:
+            host, port = self._local(call.peer.transport)
+            try:
+                call.a_dialog = Dialog.create_uas(
+                    call.invite, call.a_tag, new_branch=self._branch, via_host=host,
+                    via_port=port, via_transport=call.peer.transport,
+                    local_contact=self._contact_for("a", call),
+                )
+            except SipParseError as exc:
+                self._fail(call, exc.status, exc.reason, "failed")
+                return
+            self._by_dialog[call.a_dialog.id] = (call, "a")
+        if call.a_dialog is not None:
+            call.a_dialog.response_sent(response)
+        self._transport.respond(call.server_transaction_id, response)
+        if status >= 200:
+            self._by_server.pop(call.server_transaction_id, None)
+        if 200 <= status < 300:
+            self._retransmit_2xx(call, call.server_transaction_id, response, origin="a")
+
+    def _retransmit_2xx(self, call: Call, transaction_id: int, response: Response, *,
+                        origin: LegName) -> None:
+        """RFC 3261 §13.3.1.4: resend the 2xx at T1, 2T1... (at most T2) until the ACK; with
+        no ACK after 64*T1, end the dialog with a BYE."""
+        if call.peer.reliable and origin == "a":
+            return  # a reliable transport delivers it; the ACK may still come, or not
+        if origin == "b":
+            leg = call.answered
+            if leg is None or leg.destination.peer.reliable:
+                return
+        self._stop_retransmit(call)
+        t1 = self.settings.t1
+        state = _Retransmit(transaction_id=transaction_id, response=response, interval=t1,
+                            deadline=self._loop.time() + 64 * t1)
+        call.retransmit = state
+        state.handle = self._loop.call_later(t1, self._resend_2xx, call, state)
+
+    def _resend_2xx(self, call: Call, state: _Retransmit) -> None:
+        if call.retransmit is not state or call.ended:
+            return
+        if self._loop.time() >= state.deadline:
+            call.retransmit = None
+            log.info("no ACK for our 2xx: ending the call", extra={"call_id": call.call_id})
+            self._hang_up(call, "failed", error=(408, "No ACK"))
+            return
+        self._transport.respond(state.transaction_id, state.response)
+        state.interval = min(state.interval * 2, self.settings.t2)
+        state.handle = self._loop.call_later(state.interval, self._resend_2xx, call, state)
+
+    def _stop_retransmit(self, call: Call) -> None:
+        state = call.retransmit
+        if state is not None:
+            if state.handle is not None:
+                state.handle.cancel()
+            call.retransmit = None
+
+    def _ack(self, request: Request) -> None:
+        found = self._by_dialog.get(request_dialog_id(request))
+        if found is None:
+            return
+        call, leg = found
+        self._stop_retransmit(call)
+        pending = call.pending_ack_sdp
+        if leg == "a" and pending is not None:
+            call.pending_ack_sdp = None
+            task = self._loop.create_task(self._late_answer(call, pending, request.body))
+            task.add_done_callback(_log_failure)
+
+    async def _late_answer(self, call: Call, leg: OutboundLeg, body: bytes) -> None:
+        if body and call.media is not None:
+            try:
+                body = await call.media.rewrite("a", body)
+            except SipParseError:
+                body = b""
+        dialog = leg.dialog
+        if dialog is None:
+            return
+        headers = [("Content-Type", SDP)] if body else []
+        leg.ack = dialog.create_ack(leg.invite.cseq.seq, headers=headers, body=body)
+        self._transport.send_stateless(leg.ack, leg.destination.peer)
+
+    # ---------------------------------------------------------------- failures and timers
+
+    def _transaction_failed(self, event: TransactionFailed) -> None:
+        owner = self._by_client.pop(event.transaction_id, None)
+        if isinstance(owner, OutboundLeg):
+            status = 408 if event.reason == "timeout" else 503
+            self._leg_failed(owner, status, f"Transaction {event.reason}")
+        elif isinstance(owner, _Relayed):
+            call = owner.call
+            if call.relaying is owner:
+                call.relaying = None
+            self._reply(owner.request, owner.server_transaction_id, 408)
+            self._hang_up(call, "failed", error=(408, "Peer not answering in dialog"))
+        else:
+            unacked = self._by_server.get(event.transaction_id)
+            if unacked is not None:
+                self._hang_up(unacked, "failed", error=(408, "No ACK"))
+
+    def _ring_timeout(self, call: Call) -> None:
+        call.timers.pop("ring", None)
+        if call.ended or call.answered is not None:
+            return
+        for leg in call.legs:
+            if leg.state in ("calling", "proceeding"):
+                self._cancel_leg(leg)
+        call.groups.clear()
+        self._fail(call, 480, "No answer", "noAnswer")
+
+    def _cancel_timer(self, call: Call, name: str) -> None:
+        handle = call.timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    # ---------------------------------------------------------------- ending calls
+
+    def _cancel_leg(self, leg: OutboundLeg) -> None:
+        """CANCEL a pending B-leg (§9.1: only once it answered provisionally)."""
+        if leg.state == "calling":
+            leg.cancel_pending = True
+            return
+        if leg.state != "proceeding":
+            return
+        leg.state = "cancelled"
+        leg.cancel_pending = False
+        self._transport.send_request(build_cancel(leg.invite), leg.destination.peer)
+
+    def _cancel_call(self, call: Call, reason: str) -> None:
+        """The caller gave up before an answer: 487 to it, CANCEL every B-leg."""
+        if call.ended:
+            return
+        if call.answered is not None:
+            self._hang_up(call, "byCaller")
+            return
+        for leg in call.legs:
+            self._cancel_leg(leg)
+        call.groups.clear()
+        self._fail(call, 487, None, reason)
+
+    def _fail(self, call: Call, status: int, reason: str | None, hangup: str) -> None:
+        """End a call that was never answered, answering the caller `status`."""
+        if call.ended:
+            return
+        call.status_code = status
+        call.hangup_reason = hangup
+        if status >= 500 or hangup == "failed":
+            call.last_error = (status, reason or "")
+        self._respond_a(call, status, reason)
+        self._finish(call, "failed")
+
+    def _drop(self, call: Call) -> None:
+        call.status_code = None
+        call.hangup_reason = "rejected"
+        self._transport.drop(call.server_transaction_id)
+        self._by_server.pop(call.server_transaction_id, None)
+        self._finish(call, "failed")
+
+    def _hang_up(self, call: Call, reason: str, *, spare: LegName | None = None,
+                 error: tuple[int, str] | None = None) -> None:
+        """End an answered call: BYE to each leg (but the one that sent BYE)."""
+        if call.ended:
+            return
+        if call.answered_at is None:
+            self._cancel_call(call, reason)
+            return
+        call.hangup_reason = reason
+        call.status_code = 200
+        if error is not None:
+            call.last_error = error
+        if spare != "a" and call.a_dialog is not None and not call.a_dialog.terminated:
+            self._send_bye(call.a_dialog, call.peer)
+        leg = call.answered
+        if spare != "b" and leg is not None and leg.dialog is not None \
+                and not leg.dialog.terminated:
+            self._send_bye(leg.dialog, leg.destination.peer)
+        self._finish(call, "completed")
+
+    def hang_up(self, call_id: str, reason: str = "bySystem") -> bool:
+        """End a call from outside SIP (a command, the RTP watchdog); False if unknown."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return False
+        self._hang_up(call, reason)
+        return True
+
+    def _send_bye(self, dialog: Dialog, peer: Peer) -> None:
+        try:
+            bye = dialog.create_bye()
+        except LocalProtocolError:
+            return
+        dialog.state = DialogState.TERMINATED
+        self._transport.send_request(bye, peer)
+
+    def _finish(self, call: Call, phase: CallPhase) -> None:
+        call.phase = phase
+        call.ended_at = self._wall()
+        for name in list(call.timers):
+            self._cancel_timer(call, name)
+        self._stop_retransmit(call)
+        if call.media is not None:
+            stop = getattr(self._relay, "stop_recording", None)
+            if call.record and stop is not None and call.media.session is not None:
+                try:
+                    call.recording = stop(call.media.session)
+                except Exception:
+                    log.exception("recording could not be finished",
+                                  extra={"call_id": call.call_id})
+            call.media.close()
+        if self._limits is not None:
+            for trunk in call.trunks_held:
+                self._limits.release(trunk)
+        call.trunks_held.clear()
+        self.calls.pop(call.call_id, None)
+        self._by_server.pop(call.server_transaction_id, None)
+        if call.a_dialog is not None:
+            self._by_dialog.pop(call.a_dialog.id, None)
+        for leg in call.legs:
+            self._by_b_call_id.pop(leg.invite.call_id, None)
+            if leg.dialog is not None:
+                self._by_dialog.pop(leg.dialog.id, None)
+            if leg.state in ("answered", "failed", "cancelled"):
+                self._by_client.pop(leg.transaction_id, None)
+        log.info(
+            "call ended: %s %s", call.hangup_reason, call.status_code,
+            extra={"call_id": call.call_id, "reason": call.hangup_reason},
+        )
+        if self._sink is not None:
+            try:
+                self._sink.call_ended(call)
+            except Exception:
+                log.exception("call sink failed", extra={"call_id": call.call_id})
+
+    def _changed(self, call: Call) -> None:
+        if self._sink is not None:
+            try:
+                self._sink.call_changed(call)
+            except Exception:
+                log.exception("call sink failed", extra={"call_id": call.call_id})
+
+    def _branch(self) -> str:
+        return MAGIC_COOKIE + self._token()
+
+    # ---------------------------------------------------------------- watchdog, shutdown
+
+    def check_media(self, now: float, timed_out: Callable[[Call], bool]) -> list[str]:
+        """Hang up answered calls whose media stopped (`timed_out(call)`); their ids."""
+        ended = []
+        for call in list(self.calls.values()):
+            if call.answered_at is not None and call.media is not None and timed_out(call):
+                call.note("system", "rtp_timeout", now)
+                self._hang_up(call, "rtpTimeout")
+                ended.append(call.call_id)
+        return ended
+
+    def close(self) -> None:
+        """Shutdown: end every call (BYE to answered legs, 503 to ringing callers)."""
+        for call in list(self.calls.values()):
+            if call.answered_at is not None:
+                self._hang_up(call, "bySystem")
+            else:
+                for leg in call.legs:
+                    self._cancel_leg(leg)
+                self._fail(call, 503, "Service shutting down", "bySystem")
+
+
+# ==================================================================== helpers
+
+
+def _failure_rank(status: int) -> tuple[int, int]:
+    """Lower is more telling for the caller (RFC 3261 §16.7.6 spirit): 6xx, then busy and the
+    specific 4xx, then 5xx, then timeouts and cancellations."""
+    if status >= 600:
+        return (0, status)
+    if status in (408, 487):
+        return (4, status)
+    if status in (401, 407):
+        return (3, status)
+    if 400 <= status < 500:
+        return (1, status)
+    return (2, status)
+
+
+def _user_of(uri: Any) -> str:
+    if isinstance(uri, SipUri):
+        return uri.user or ""
+    if isinstance(uri, TelUri):
+        return uri.digits
+    return ""
+
+
+def _is_sdp(content_type: str | None) -> bool:
+    return content_type is None or content_type.split(";")[0].strip().lower() == SDP
+
+
+def _format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("call task failed", exc_info=task.exception())
+
+
+async def _resolve_host(host: str, port: int) -> str:
+    """An IP literal as is; a name through the resolver (first IPv4 answer)."""
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return host
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=2)
+    if not infos:
+        raise OSError(f"{host} does not resolve")
+    return str(infos[0][4][0])
+
+
+__all__ = [
+    "Call",
+    "CallManager",
+    "CallRouter",
+    "CallSettings",
+    "CallSink",
+    "Destination",
+    "OutboundLeg",
+]
