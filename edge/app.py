@@ -318,6 +318,7 @@ async def _build_calls(
         limits=TrunkLimiter(proxy.trunks),
         media=cast(MediaRelay, relay) if relay is not None else None,
         sink=ledger,
+        observer=metrics,
         settings=CallSettings(
             max_ring_time_s=proxy.max_ring_time,
             max_call_duration_s=proxy.max_call_duration,

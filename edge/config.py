@@ -548,9 +548,18 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
 def config_from_mapping(data: Mapping[str, Any]) -> Config:
     """Validate already-parsed data (what `tomllib` returns). Raises `ConfigError`."""
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_describe(error, data) for error in exc.errors()]) from None
+    # What only the compiled routes can tell: a rewrite's {n} beyond its match's groups, an
+    # unknown hash_key field. Imported here: the router needs this module's models.
+    from edge.pbx.routing import StaticRouter
+
+    try:
+        StaticRouter(config.proxy.routes, config.proxy.trunks, lambda: 0.0)
+    except ValueError as exc:
+        raise ConfigError([f"proxy.routes: {exc}"]) from None
+    return config
 
 
 def _describe(error: ErrorDetails, data: Mapping[str, Any]) -> str:

@@ -354,3 +354,128 @@ def _get(edge: EdgeProcess, path: str) -> str:
     import httpx
 
     return httpx.get(f"http://{edge.http[0]}:{edge.http[1]}{path}", timeout=5).text
+
+
+# ------------------------------------------------------------------ in-dialog requests, forks
+
+
+def test_hold_reinvite_and_info_are_relayed(tmp_path: Path) -> None:
+    port = free_udp_port()
+    with running_edge(tmp_path, config_text=pbx_config(tmp_path, trunk_config(port))) as edge:
+        callee = uas(tmp_path, "uas_hold.xml", port)
+        run_call(uac(tmp_path, "uac_hold.xml", edge), callee, edge)
+        [cdr] = cdrs(tmp_path)
+    assert cdr["status"] == "completed" and cdr["hangupReason"] == "byCaller"
+
+
+def test_parallel_fork_first_answer_wins(tmp_path: Path) -> None:
+    ringing, answering = free_udp_port(), free_udp_port()
+    reply = {"action": "forward", "strategy": "parallel",
+             "targets": [f"sip:a@127.0.0.1:{ringing}", f"sip:b@127.0.0.1:{answering}"]}
+    with router_server(reply) as (url, _):
+        router = f"[proxy.http_router]\nurl = \"{url}\"\n"
+        config = pbx_config(tmp_path, trunk_config(free_udp_port(), route=False) + router)
+        with running_edge(tmp_path, config_text=config) as edge:
+            loser = Sipp(tmp_path, "loser", ["-sf", str(SCENARIOS / "uas_ring.xml"),
+                                             "-p", str(ringing), "-mp", str(free_udp_port())])
+            winner = uas(tmp_path, "uas_answer.xml", answering)
+            run_call(uac(tmp_path, "uac_call.xml", edge), winner, edge)
+            # The one that only rang got CANCEL, answered 487 and saw the ACK.
+            assert loser.wait() == 0, loser.explain() + edge.log()[-3000:]
+            [cdr] = cdrs(tmp_path)
+    assert cdr["status"] == "completed"
+    assert {e["legId"] for e in cdr["legTimeline"]["events"]} >= {"a", "b1", "b2"}
+
+
+def test_sequential_failover_to_the_next_target(tmp_path: Path) -> None:
+    failing, answering = free_udp_port(), free_udp_port()
+    reply = {"action": "forward",
+             "targets": [f"sip:a@127.0.0.1:{failing}", f"sip:b@127.0.0.1:{answering}"]}
+    with router_server(reply) as (url, _):
+        router = f"[proxy.http_router]\nurl = \"{url}\"\n"
+        config = pbx_config(tmp_path, trunk_config(free_udp_port(), route=False) + router)
+        scenario = tmp_path / "uas_503.xml"
+        scenario.write_text((SCENARIOS / "uas_reject.xml").read_text().replace("[status]", "503"))
+        with running_edge(tmp_path, config_text=config) as edge:
+            first = Sipp(tmp_path, "first", ["-sf", str(scenario), "-p", str(failing),
+                                             "-mp", str(free_udp_port())])
+            second = uas(tmp_path, "uas_answer.xml", answering)
+            run_call(uac(tmp_path, "uac_call.xml", edge), second, edge)
+            assert first.wait() == 0, first.explain()
+            [cdr] = cdrs(tmp_path)
+    assert cdr["status"] == "completed"
+    assert [m["code"] for m in cdr["hangupMessages"]] == [503]
+
+
+def test_trunk_max_calls_refuses_with_503(tmp_path: Path) -> None:
+    port = free_udp_port()
+    trunk = trunk_config(port, trunk_extra="max_calls = 0\n")
+    with running_edge(tmp_path, config_text=pbx_config(tmp_path, trunk)) as edge:
+        run_call(uac(tmp_path, uac_expecting(tmp_path, 503), edge), None, edge)
+        metrics = _get(edge, "/metrics")
+    assert 'sdpbx_trunk_limited_total{limit="max_calls",trunk="uas"} 1.0' in metrics
+
+
+# ------------------------------------------------------------------ the PBX ends calls
+
+
+@pytest.mark.parametrize(("setting", "reason"), [
+    ("rtp_timeout = 2\n", "rtpTimeout"), ("max_call_duration = 2\n", "bySystem"),
+])
+def test_pbx_hangs_up_both_legs(tmp_path: Path, setting: str, reason: str) -> None:
+    port = free_udp_port()
+    config = pbx_config(tmp_path, setting + trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_answer.xml", port)  # waits for a BYE
+        started = time.monotonic()
+        run_call(uac(tmp_path, "uac_wait_bye.xml", edge), callee, edge)
+        assert time.monotonic() - started < 12
+        [cdr] = cdrs(tmp_path)
+    assert cdr["hangupReason"] == reason and cdr["status"] == "completed"
+
+
+def test_restart_ends_calls_left_by_a_crash(tmp_path: Path) -> None:
+    port = free_udp_port()
+    # The edge id must survive the restart (by default it holds the SIP port, here 0).
+    config = "edge_id = \"edge-under-test\"\n" + pbx_config(tmp_path, trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_answer.xml", port)
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge)
+        deadline = time.monotonic() + 10
+        # Wait until the answered call is in the store, then kill the edge without a goodbye.
+        while "answered" not in _active_states(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        edge.process.kill()
+        edge.process.wait()
+    assert not list((tmp_path / "cdr").rglob("*.json"))
+    (tmp_path / "ready.json").unlink()
+    with running_edge(tmp_path, config_text=config) as edge:
+        run_call(caller, callee, edge)  # both legs got a BYE from the new process
+        [cdr] = cdrs(tmp_path)
+    assert cdr["hangupReason"] == "bySystem" and cdr["answerTime"]
+
+
+def _active_states(tmp: Path) -> list[str]:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(tmp / "sdpbx.sqlite3") as db:
+            return [row[0] for row in db.execute("SELECT state FROM calls")]
+    except sqlite3.Error:
+        return []
+
+
+def test_answer_is_retransmitted_until_the_ack(tmp_path: Path) -> None:
+    """RFC 3261 §13.3.1.4: over UDP the caller's 200 is resent (T1, 2T1...) until its ACK."""
+    port = free_udp_port()
+    text = (SCENARIOS / "uac_call.xml").read_text()
+    ack = "  <send>\n    <![CDATA[\n      ACK"
+    slow = tmp_path / "uac_slow_ack.xml"
+    slow.write_text(text.replace(ack, "  <pause milliseconds=\"1800\"/>\n" + ack, 1))
+    with running_edge(tmp_path, config_text=pbx_config(tmp_path, trunk_config(port))) as edge:
+        callee = uas(tmp_path, "uas_answer.xml", port)
+        run_call(uac(tmp_path, slow, edge), callee, edge)
+    log = (tmp_path / "uac_messages.log").read_text()
+    answers = [part for part in log.split("-----") if "SIP/2.0 200 OK" in part
+               and "CSeq: 1 INVITE" in part and "received" in part]
+    assert len(answers) >= 3  # at 0, 0.5 and 1.5 s

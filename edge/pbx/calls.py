@@ -97,6 +97,10 @@ class TrunkLimits(Protocol):
     def release(self, name: str) -> None: ...
 
 
+class LimitObserver(Protocol):
+    def trunk_limited(self, trunk: str, limit: str) -> None: ...
+
+
 class CallSink(Protocol):
     """Where calls report themselves: the call-state writer, the CDR writer, metrics."""
 
@@ -251,6 +255,7 @@ class CallManager:
         wall_clock: Callable[[], float] = time.time,
         token: Callable[[], str] | None = None,
         resolve: Resolver | None = None,
+        observer: LimitObserver | None = None,
     ) -> None:
         self._transport = transport
         self._local = local_address
@@ -267,6 +272,7 @@ class CallManager:
         self._wall = wall_clock
         self._token = token or (lambda: secrets.token_hex(8))
         self._resolve = resolve or _resolve_host
+        self._observer = observer
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID
         self._by_server: dict[int, Call] = {}  # the caller's INVITE transaction
         self._by_client: dict[int, OutboundLeg | _Relayed] = {}
@@ -519,6 +525,8 @@ class CallManager:
         if trunk is not None and self._limits is not None:
             refused = self._limits.acquire(trunk, self._transport.now())
             if refused is not None:
+                if self._observer is not None:
+                    self._observer.trunk_limited(trunk, refused)
                 call.hangup_messages.append({"code": 503, "reason": f"trunk {refused}",
                                              "target": destination.label})
                 return False

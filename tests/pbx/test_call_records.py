@@ -1,0 +1,137 @@
+"""Call records: snapshots carry the dialogs, the writer coalesces (at most 3 writes a call),
+and a restart's recovery sends BYE on the stored dialogs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from control.store.factory import open_stores
+from control.store.ports import BlobSettings, StoreSettings
+from edge.pbx.call_records import CallStateWriter, recover_calls, snapshot
+from edge.pbx.calls import Call
+from edge.sip.dialog import Dialog
+from edge.sip.events import Peer
+from edge.sip.message import Request, Response, make_response, parse_message
+from tests.sipmsg import request as build_request
+
+CALLER = Peer(transport="UDP", address=("192.0.2.10", 5062))
+
+
+def invite() -> Request:
+    message = parse_message(build_request(
+        "INVITE", uri="sip:bob@pbx.test",
+        extra=["Contact: <sip:alice@192.0.2.10:5062>"],
+    ))
+    assert isinstance(message, Request)
+    return message
+
+
+def answered_call() -> Call:
+    request = invite()
+    call = Call(call_id=request.call_id, invite=request, server_transaction_id=1, peer=CALLER,
+                a_tag="atag", created_at=1000.0, caller="alice", callee="bob")
+    call.a_dialog = Dialog.create_uas(request, "atag", new_branch=lambda: "z9hG4bKx",
+                                      via_host="198.51.100.1", via_port=5060)
+    call.a_dialog.response_sent(make_response(request, 200, to_tag="atag"))
+    return call
+
+
+class Recorder:
+    """A `SipTransport` that keeps what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Request, Peer]] = []
+
+    def respond(self, transaction_id: int, response: Response) -> None:
+        raise AssertionError("not used")
+
+    def drop(self, transaction_id: int) -> None:
+        raise AssertionError("not used")
+
+    def send_request(self, request: Request, peer: Peer) -> int:
+        self.sent.append((request, peer))
+        return len(self.sent)
+
+    def send_stateless(self, message: Request | Response, peer: Peer) -> None:
+        raise AssertionError("not used")
+
+    def now(self) -> float:
+        return 0.0
+
+
+def settings(tmp: Path) -> StoreSettings:
+    return StoreSettings(backend="sqlite", sqlite_path=str(tmp / "db.sqlite3"),
+                         blobs=BlobSettings(kind="local", root=str(tmp / "blobs")))
+
+
+def test_a_call_costs_three_writes_and_coalesces(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int, str]:
+        stores = await open_stores(settings(tmp_path))
+        try:
+            writer = CallStateWriter(stores.calls, "edge-1", lambda: 2000.0)
+            call = answered_call()
+            call.phase = "ringing"
+            writer.changed(call)
+            await writer.flush()
+            call.phase, call.answered_at = "answered", 1001.0
+            writer.changed(call)
+            writer.changed(call)  # a second change before the worker ran: one write
+            await writer.flush()
+            call.phase, call.ended_at = "completed", 1010.0
+            writer.ended(call)
+            await writer.flush()
+            one_write = answered_call()
+            one_write.call_id = "short"
+            writer.changed(one_write)
+            one_write.phase = "failed"
+            writer.ended(one_write)  # rang and failed before the worker came: one write
+            await writer.flush()
+            stored = await stores.calls.get(call.call_id)
+            active = await stores.calls.list_active(edge_id="edge-1")
+            return writer.writes, len(active.items), stored.state
+        finally:
+            await stores.close()
+
+    writes, active, state = asyncio.run(scenario())
+    assert writes == 4  # 3 for the answered call, 1 for the short one
+    assert active == 0 and state == "completed"
+
+
+def test_snapshot_keeps_what_a_bye_needs() -> None:
+    record = snapshot(answered_call(), "edge-1", 1000.5)
+    [leg] = record.legs
+    assert leg["leg"] == "a" and leg["remote_target"] == "sip:alice@192.0.2.10:5062"
+    assert leg["peer"] == {"transport": "UDP", "host": "192.0.2.10", "port": 5062}
+    assert record.state == "trying" and record.edge_id == "edge-1"
+
+
+def test_recovery_sends_bye_on_stored_dialogs(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[tuple[Request, Peer]], str, int]:
+        stores = await open_stores(settings(tmp_path))
+        try:
+            writer = CallStateWriter(stores.calls, "edge-1", lambda: 2000.0)
+            call = answered_call()
+            call.phase, call.answered_at = "answered", 1001.0
+            writer.changed(call)
+            await writer.flush()
+            transport = Recorder()
+            recovered = await recover_calls(stores.calls, "edge-1", transport,
+                                            token=lambda: "abc", clock=lambda: 3000.0)
+            others = await recover_calls(stores.calls, "edge-2", transport,
+                                         token=lambda: "abc", clock=lambda: 3000.0)
+            assert others == []
+            stored = await stores.calls.get(call.call_id)
+            return transport.sent, stored.state, len(recovered)
+        finally:
+            await stores.close()
+
+    sent, state, count = asyncio.run(scenario())
+    assert count == 1 and state == "completed"
+    [(bye, peer)] = sent
+    assert bye.method == "BYE" and bye.uri == "sip:alice@192.0.2.10:5062"
+    assert peer.address == ("192.0.2.10", 5062)
+    assert bye.to_addr.tag == CALLER_TAG and bye.from_addr.tag == "atag"
+
+
+CALLER_TAG = invite().from_addr.tag
