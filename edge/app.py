@@ -1,7 +1,8 @@
 """The composition root: builds the edge from a `Config`, runs it until a signal, shuts it down.
 
-This is the one module that knows every part (SIP listeners, HTTP listener, metrics; later the
-store, the control app and the B2BUA) and the order they start and stop in.
+This is the one module that knows every part (stores and spool, SIP listeners, registrar, the
+B2BUA with its router, RTP relay, call records and CDRs, HTTP listener, metrics) and the order
+they start and stop in.
 """
 
 from __future__ import annotations

@@ -281,7 +281,7 @@ class SipServer:
             return
         transport = self._connections.get(peer.connection) if peer.connection else None
         if transport is None or transport.is_closing():
-            # Outbound TCP connections arrive with the B2BUA; a reply for a closed one is lost
+            # The edge opens no outbound TCP connection yet; a message for a closed one is lost
             # and the transaction's timers report it.
             log.info("no tcp connection to %s:%s, message dropped", *peer.address)
             return
