@@ -36,7 +36,7 @@ from edge.io.cdr_push import CdrPusher, CdrSigner
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
 from edge.io.rtp_relay import RelayedCall, RtpRelay
-from edge.io.sip_server import SipServer
+from edge.io.sip_server import TOKENS, SipServer
 from edge.io.webhooks import FireAndForgetQueue, WebhookSender
 from edge.metrics import Metrics
 from edge.pbx.auth import DigestAuthenticator, nonce_secret
@@ -172,6 +172,7 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             max_contacts=security.max_contacts_per_aor,
             # Only a single embedded edge may trust its own cache of the AORs it serves.
             cache_authoritative=config.store.backend == "sqlite",
+            token=TOKENS.token,
         )
         calls, ledger, router = await _build_calls(
             config, stack, sip=sip, stores=stores, spool=spool, http_client=http_client,
@@ -193,7 +194,7 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             for port in {sip.udp_address[1], sip.tcp_address[1]}
         ])
         # Calls a previous run of this edge left behind: BYE to their legs, CDRs bySystem.
-        for record in await recover_calls(stores.calls, edge_id, sip, token=secrets.token_hex,
+        for record in await recover_calls(stores.calls, edge_id, sip, token=TOKENS.token,
                                           clock=time.time):
             await ledger.write_recovered(record)
         # At shutdown (the stack unwinds in reverse), end live calls while SIP still runs.
@@ -320,6 +321,7 @@ async def _build_calls(
         media=cast(MediaRelay, relay) if relay is not None else None,
         sink=ledger,
         observer=metrics,
+        token=TOKENS.token,
         settings=CallSettings(
             max_ring_time_s=proxy.max_ring_time,
             max_call_duration_s=proxy.max_call_duration,

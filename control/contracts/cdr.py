@@ -75,7 +75,8 @@ def parse_rfc3339(text: str) -> float:
     if not _RFC3339_UTC.fullmatch(text):
         raise ValueError(f"not an RFC 3339 UTC time ending in Z: {text!r}")
     whole, _, fraction = text[:-1].partition(".")
-    moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    # fromisoformat (C) on the form the pattern guarantees; strptime costs ten times more.
+    moment = datetime.fromisoformat(whole).replace(tzinfo=UTC)
     return moment.timestamp() + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 

@@ -6,7 +6,8 @@ after the store accepted it, with exponential backoff and jitter while the store
 process draining the same folder finishes what a crashed one left, so a CDR or a recording is
 never lost to an outage or a restart (it may be uploaded twice after a crash: same key, same
 bytes). A full local disk is the one thing the spool cannot absorb: it is logged at CRITICAL and
-raised as StoreUnavailable so the caller reports it loudly.
+raised as StoreUnavailable so the caller reports it loudly. A target that is itself a durable local
+folder (`durable_writes`) is written through: the write returns once the blob is in place.
 
 On disk an entry is `<id>.json` (key, content type, attempts, created_at) plus `<id>.data` (the
 payload). The sidecar is made durable first and the payload then appears by an atomic rename, so
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control.store.errors import StoreUnavailable
+from control.store.errors import StoreError, StoreUnavailable
 from control.store.local_blobs import fsync_directory, validate_key
 from control.store.ports import OCTETS, BlobStore
 
@@ -85,6 +86,9 @@ class BlobSpool:
     ) -> None:
         self.spool_dir = Path(spool_dir)
         self.target = target
+        # A target whose writes are durable when they return (a local folder) is written
+        # straight away: spooling first would only copy the bytes twice (and fsync 5 times).
+        self._write_through = bool(getattr(target, "durable_writes", False))
         self._clock = clock
         self._sleep = sleep
         self._random = random_draw
@@ -112,6 +116,14 @@ class BlobSpool:
     async def write(self, key: str, data: bytes, content_type: str = OCTETS) -> None:
         """Persist `data` for `key` (fsynced) and queue it for upload; ValueError for a bad
         key, StoreUnavailable (logged at CRITICAL) when the local disk is full."""
+        if self._write_through:
+            validate_key(key)
+            try:
+                await self.target.put(key, data, content_type)
+                self.uploaded += 1
+                return
+            except StoreError as error:  # the folder refused it: keep it in the spool instead
+                log.warning("write-through failed, spooling: %s", error, extra={"key": key})
         entry = self._new_entry(key, content_type)
         payload = bytes(data)
         await self._persist(entry, lambda target: _write_bytes(target, payload))
@@ -120,6 +132,15 @@ class BlobSpool:
                          content_type: str = OCTETS) -> None:
         """Take over the file at `path` (moved into the spool, copied if on another
         filesystem) and queue it for upload under `key`."""
+        adopt = getattr(self.target, "adopt_file", None)
+        if self._write_through and adopt is not None:
+            validate_key(key)
+            try:
+                await adopt(key, path)
+                self.uploaded += 1
+                return
+            except StoreError as error:
+                log.warning("write-through failed, spooling: %s", error, extra={"key": key})
         entry = self._new_entry(key, content_type)
         source = Path(path)
         await self._persist(entry, lambda target: _move_file(source, target))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from edge.io.tokens import TokenSource
 from edge.pbx.security import LogThrottle
 from edge.sip.endpoint import EndpointConfig, SipEndpoint
 from edge.sip.events import CloseConnection, Event, Peer, Transmit
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from edge.config import ProxyConfig
     from edge.metrics import Metrics
     from edge.pbx.security import Admission
+
+TOKENS = TokenSource()  # one per process: tags, branches and Call-IDs
 
 log = logging.getLogger("sdpbx.sip.io")
 
@@ -145,7 +147,7 @@ class SipServer:
                 t4=config.t4_ms / 1000,
                 max_message_size=config.max_message_size,
             ),
-            token=lambda: secrets.token_hex(8),
+            token=TOKENS.token,
             observer=metrics,
         )
         server = cls(endpoint, metrics, None, admission)

@@ -129,11 +129,17 @@ class _Pending:
 
 @dataclass(slots=True)
 class CallStateWriter:
-    """Write-behind of call records; `changed`/`ended` never block, `aclose` drains."""
+    """Write-behind of call records; `changed`/`ended` never block, `aclose` drains.
+
+    The worker waits `coalesce_s` after the first change before writing, so a call that rings
+    and is answered within that window costs one write; the writes of one round go to the
+    store together (`concurrency` at a time), never two for the same call at once."""
 
     store: CallStore
     edge_id: str
     clock: Callable[[], float]
+    coalesce_s: float = 0.05
+    concurrency: int = 32
     writes: int = 0
     failures: int = 0
     _pending: dict[str, _Pending] = field(default_factory=dict)
@@ -161,14 +167,19 @@ class CallStateWriter:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            if self.coalesce_s:
+                await asyncio.sleep(self.coalesce_s)
             self._wake.clear()
             await self.flush()
 
     async def flush(self) -> None:
         while self._pending:
-            call_id = next(iter(self._pending))
-            pending = self._pending.pop(call_id)
-            await self._write(pending)
+            batch, self._pending = self._pending, {}
+            pendings = list(batch.values())
+            for start in range(0, len(pendings), self.concurrency):
+                await asyncio.gather(
+                    *(self._write(p) for p in pendings[start:start + self.concurrency])
+                )
 
     async def _write(self, pending: _Pending) -> None:
         call = pending.call

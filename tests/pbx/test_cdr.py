@@ -330,7 +330,12 @@ def test_an_index_outage_is_logged_never_raised(tmp_path: Path,
     assert len(errors) == 1 and cdr_key(CALL_ID, START) in errors[0].getMessage()
 
 
-def test_written_during_shutdown_it_is_uploaded_by_the_next_start(tmp_path: Path) -> None:
+def test_written_during_shutdown_it_is_uploaded_by_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As with a remote store (S3): the local folder's write-through is switched off here.
+    monkeypatch.setattr(LocalBlobStore, "durable_writes", False)
+
     async def scenario() -> None:
         async with rig(tmp_path, start_spool=False) as r:
             wav = r.tmp / "r.wav"
@@ -353,6 +358,21 @@ def test_written_during_shutdown_it_is_uploaded_by_the_next_start(tmp_path: Path
         finally:
             await spool.stop()
             await stores.close()
+
+    run(scenario)
+
+
+def test_a_local_folder_is_written_through(tmp_path: Path) -> None:
+    """The embedded default: the CDR and the recording are in the folder when write returns,
+    even with the uploader stopped, and nothing is left in the spool."""
+    async def scenario() -> None:
+        async with rig(tmp_path, start_spool=False) as r:
+            wav = r.tmp / "r.wav"
+            wav.write_bytes(b"RIFF-now")
+            await r.writer.write(ended_call(), recording_path=str(wav))
+            assert await r.blobs.get(recording_key(CALL_ID, START)) == b"RIFF-now"
+            assert json.loads(await r.blobs.get(cdr_key(CALL_ID, START)))["callId"] == CALL_ID
+            assert r.spool.pending() == 0 and not wav.exists()
 
     run(scenario)
 
