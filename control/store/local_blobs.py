@@ -14,6 +14,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -30,6 +31,11 @@ _BATCHED_MAX = 256 * 1024  # CDRs and other small blobs are written in batches
 _BATCH_WINDOW_S = 0.005
 
 
+# Segments of safe characters that are not "." or "..", joined by single slashes.
+_SEGMENT = r"(?!\.\.?(?:/|$))[A-Za-z0-9._@%~+=-]+"
+_SAFE_KEY = re.compile(f"{_SEGMENT}(?:/{_SEGMENT})*")
+
+
 def validate_key(key: str) -> str:
     """Return `key` if it is a relative `/`-separated path of safe segments; else ValueError.
 
@@ -38,6 +44,8 @@ def validate_key(key: str) -> str:
     """
     if not isinstance(key, str) or not key:
         raise ValueError("blob key is empty")
+    if _SAFE_KEY.fullmatch(key) is not None:
+        return key  # the common shape (cdr/2026/11/28/abc.json), checked in one pass
     if key.startswith("/"):
         raise ValueError(f"blob key {key!r} is absolute (starts with '/')")
     if "\\" in key:
