@@ -16,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -247,6 +248,7 @@ class SqliteWorker:
         self._retries = retries
         self._retry_delay_s = retry_delay_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdpbx-sqlite")
+        self._queue: list[tuple[Op[Any], asyncio.Future[Any]]] = []
         self._conn: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -257,10 +259,47 @@ class SqliteWorker:
         return self._thread
 
     async def run(self, op: Op[T]) -> T:
-        """Run `op(connection)` in the worker thread, retrying transient SQLite errors."""
+        """Run `op(connection)` in the worker thread, retrying transient SQLite errors.
+
+        Ops submitted during one turn of the event loop go to the thread as one job and their
+        results come back in one wake-up of the loop: under load a call's few writes and a
+        flood of lookups cost one hand-off per batch, not one each (each op still runs, and
+        commits, on its own)."""
         if self._closed:
             raise StoreUnavailable("the SQLite store is closed")
-        return await self._submit(lambda: op(self._connection()))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush, loop)
+        self._queue.append((op, done))
+        return await done
+
+    def _apply(self, op: Op[T]) -> T:
+        return op(self._connection())
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        try:
+            self._executor.submit(self._run_batch, loop, batch)
+        except RuntimeError as error:  # the executor is shut down: the store was closed
+            failure = StoreUnavailable(f"the SQLite store is closed ({error})")
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(failure)
+
+    def _run_batch(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Op[Any], asyncio.Future[Any]]]
+    ) -> None:
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        for op, done in batch:
+            try:
+                results.append((done, True, self._retrying(functools.partial(self._apply, op))))
+            except BaseException as error:  # delivered to the op's caller
+                results.append((done, False, error))
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_deliver, results)
 
     async def _submit(self, job: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -337,6 +376,16 @@ class SqliteWorker:
             except OSError as error:  # creating the folder at open: not a directory, no room
                 log.error("sqlite file unusable: %s", error, extra={"path": self.path})
                 raise StoreUnavailable(f"SQLite {self.path}: {error.strerror or error}") from None
+
+
+def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for done, ok, value in results:
+        if done.done():
+            continue  # its caller was cancelled
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
 
 
 def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
