@@ -272,7 +272,7 @@ def cdr_for_call(call: Call, edge_id: str) -> CallDetailRecord:
         host, port = call.answered.destination.peer.address
         gateway = f"{host}:{port}"
     events = [
-        LegEvent.model_construct(timestamp=rfc3339(event.timestamp), leg_id=event.leg,
+        LegEvent(timestamp=rfc3339(event.timestamp), leg_id=event.leg,
                  event_type=_LEG_EVENTS.get(event.event, "removed"
                                             if event.event.startswith("failed") else
                                             event.event))

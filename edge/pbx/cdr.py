@@ -158,10 +158,7 @@ def build_cdr(
     (`call_status`), `sessionId` (= callId for a root call), the numbers (user part of the
     URIs), `durationSecs` and `billsecSecs`."""
     end_time = max(end_time, start_time)  # a clock step must not give a negative duration
-    # Built from our own typed values (the times formatted right here), so validation would
-    # only parse back what `rfc3339` just wrote: construct directly, once per call. Records
-    # from outside (`from_json_bytes`) are still validated.
-    return CallDetailRecord.model_construct(
+    return CallDetailRecord(
         call_id=call_id,
         session_id=session_id if session_id is not None else call_id,
         start_time=rfc3339(start_time),
@@ -181,7 +178,7 @@ def build_cdr(
         rewrite=rewrite,
         sip_trunk_id=sip_trunk_id,
         sip_gateway=sip_gateway,
-        leg_timeline=LegTimeline.model_construct(events=list(leg_events)),
+        leg_timeline=LegTimeline(events=list(leg_events)),
         last_error=last_error,
         metadata=dict(metadata or {}),
         edge_id=edge_id,
