@@ -75,6 +75,10 @@ LIST_HEADERS: frozenset[str] = frozenset(
 _LOOKUP_KEYS: dict[str, str] = {}
 
 
+# (lookup key, canonical name) of the names our code adds headers under, memoised likewise.
+_ADD_FORMS: dict[str, tuple[str, str]] = {}
+
+
 def lookup_key(name: str) -> str:
     """The key a header is stored under: its canonical name, lower-cased."""
     key = _LOOKUP_KEYS.get(name)
@@ -138,7 +142,7 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The first value of the header `name`, or None."""
-        key = self.key(name)
+        key = _LOOKUP_KEYS.get(name) or lookup_key(name)  # inlined: the hottest lookup
         for entry_key, _, value in self._entries:
             if entry_key == key:
                 return value
@@ -146,7 +150,7 @@ class Headers:
 
     def get_lines(self, name: str) -> list[str]:
         """Every header line of that name, values unsplit."""
-        key = self.key(name)
+        key = _LOOKUP_KEYS.get(name) or lookup_key(name)
         return [value for entry_key, _, value in self._entries if entry_key == key]
 
     def get_all(self, name: str) -> list[str]:
@@ -162,7 +166,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = self.key(name)
+        key = _LOOKUP_KEYS.get(name) or lookup_key(name)
         for entry_key, _, _ in self._entries:  # noqa: SIM110 - a loop allocates no generator
             if entry_key == key:
                 return True
@@ -171,8 +175,13 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line (after any others)."""
         self._parsed = None
-        canonical = canonical_name(name)
-        self._entries.append((canonical.lower(), canonical, value))
+        forms = _ADD_FORMS.get(name)
+        if forms is None:
+            canonical = canonical_name(name)
+            forms = (canonical.lower(), canonical)
+            if len(_ADD_FORMS) < 1024:
+                _ADD_FORMS[name] = forms
+        self._entries.append((forms[0], forms[1], value))
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before all others (a proxy's new top Via or Record-Route)."""
