@@ -7,7 +7,8 @@ import json
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -127,13 +128,16 @@ def test_edge_uploads_what_an_earlier_run_left_in_the_spool(port0_config: Config
     """A CDR spooled by a run that died before uploading it reaches the blob store when the
     edge starts again (nothing is lost when the store or the process goes down)."""
     from control.store.factory import open_blobs
+    from control.store.ports import BlobStore
     from control.store.spool import BlobSpool
     from edge.config import store_settings
 
     async def scenario() -> None:
         blobs = await open_blobs(store_settings(port0_config).blobs)
-        # The "earlier run": spooled, never started its uploader.
-        await BlobSpool(port0_config.store.spool_path, blobs).write(
+        # The "earlier run": spooled, never started its uploader. (A local folder is written
+        # through; here it stands for a remote store, so the blob goes into the spool.)
+        remote = SimpleNamespace(durable_writes=False)
+        await BlobSpool(port0_config.store.spool_path, cast(BlobStore, remote)).write(
             "cdr/2026/11/27/earlier.json", b'{"callId": "earlier"}', "application/json"
         )
         assert not await blobs.exists("cdr/2026/11/27/earlier.json")
