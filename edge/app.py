@@ -33,6 +33,7 @@ from control.store.spool import BlobSpool
 from edge.config import VERSION, Config, default_realm, store_settings
 from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
 from edge.io.cdr_push import CdrPusher, CdrSigner
+from edge.io.commands import command_route
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
 from edge.io.rtp_relay import RelayedCall, RtpRelay
@@ -206,7 +207,9 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             version=VERSION,
             sip={"udp": format_address(sip.udp_address), "tcp": format_address(sip.tcp_address)},
         )
-        app = build_http_app(status=status, metrics=metrics)
+        # The control plane reaches this edge's calls here, signed with the shared secret.
+        commands = command_route(calls, secrets={config.webhooks.key_id: webhook_secret})
+        app = build_http_app(status=status, metrics=metrics, routes=[commands])
         http = await HttpServer.start(app, config.http.host, config.http.port)
         stack.push_async_callback(http.close)
 

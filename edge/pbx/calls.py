@@ -1167,12 +1167,22 @@ class CallManager:
             self._send_bye(leg.dialog, leg.destination.peer)
         self._finish(call, "completed")
 
-    def hang_up(self, call_id: str, reason: str = "bySystem") -> bool:
-        """End a call from outside SIP (a command, the RTP watchdog); False if unknown."""
+    def hang_up(self, call_id: str, reason: str = "bySystem", *, code: int | None = None,
+                phrase: str | None = None) -> bool:
+        """End a call from outside SIP (a command, the RTP watchdog); False if unknown. An
+        answered call gets BYE on both legs; a ringing one is answered `code` (default 480)
+        with `phrase`, its B-legs cancelled."""
         call = self.calls.get(call_id)
         if call is None:
             return False
-        self._hang_up(call, reason)
+        call.note("system", "hangup", self._wall())
+        if call.answered_at is not None:
+            self._hang_up(call, reason)
+            return True
+        for leg in call.legs:
+            self._cancel_leg(leg)
+        call.groups.clear()
+        self._fail(call, code or 480, phrase, reason)
         return True
 
     def _send_bye(self, dialog: Dialog, peer: Peer) -> None:

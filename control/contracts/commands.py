@@ -1,0 +1,67 @@
+"""Active-call commands: the body of `POST /console/calls/active/{id}/commands` (COMPAT.md
+"Active call commands"), tagged by `action`, and the reply.
+
+The control plane validates a command with `parse_command` and forwards the same JSON to the
+edge that owns the call; the edge parses it again (it trusts no caller) and carries it out.
+Pydantic only: Lambda code imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hangup(_Command):
+    """End the call: BYE both legs when answered; before the answer the caller gets `code`."""
+
+    action: Literal["hangup"]
+    reason: str | None = Field(default=None, max_length=200)
+    code: int | None = Field(default=None, ge=400, le=699)
+
+
+class Mute(_Command):
+    """Stop relaying what `leg` says (the other party no longer hears it); RTCP keeps flowing.
+    `leg` is `caller` or `callee`; `track_id` is RustPBX's name for the same thing."""
+
+    action: Literal["mute", "unmute"]
+    leg: Literal["caller", "callee"] | None = None
+    track_id: Literal["caller", "callee"] | None = None
+
+    @property
+    def target(self) -> Literal["caller", "callee"]:
+        return self.leg or self.track_id or "caller"
+
+
+class Unsupported(_Command):
+    """Commands COMPAT.md lists that this edge does not carry out yet (501)."""
+
+    model_config = ConfigDict(extra="allow")
+    action: Literal[
+        "accept", "transfer", "hold", "unhold", "send_dtmf", "play", "stop_playback",
+        "start_recording", "stop_recording", "pause_recording", "resume_recording",
+    ]
+
+
+Command = Annotated[Hangup | Mute | Unsupported, Field(discriminator="action")]
+_COMMAND: TypeAdapter[Hangup | Mute | Unsupported] = TypeAdapter(Command)
+
+
+def parse_command(body: bytes) -> Hangup | Mute | Unsupported:
+    """The command in a request body; `pydantic.ValidationError` names what is wrong."""
+    return _COMMAND.validate_json(body)
+
+
+class CommandReply(BaseModel):
+    """What the edge (and then the API) answers: 200 `{"message": "Command dispatched"}`."""
+
+    message: str
+    data: dict[str, object] | None = None
+
+
+__all__ = ["Command", "CommandReply", "Hangup", "Mute", "Unsupported", "parse_command"]

@@ -1,0 +1,147 @@
+"""Active-call commands on a real `sdpbx up`: the edge's signed command endpoint ends a call on
+the wire (BYE to both SIPp legs) and mutes a party in the RTP relay (real UDP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from control.contracts.signing import sign
+from tests.edge_process import EdgeProcess, running_edge
+from tests.test_calls_sipp import (
+    SCENARIOS,
+    SECRET,
+    Sipp,
+    cdrs,
+    free_udp_port,
+    pbx_config,
+    run_call,
+    trunk_config,
+    uac,
+    uas,
+)
+
+pytestmark = [pytest.mark.interop]
+
+
+def command(edge: EdgeProcess, call_id: str, body: dict[str, object],
+            secret: str = SECRET) -> httpx.Response:
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json",
+               **sign(data, secret=secret, key_id="k1", now=time.time())}
+    url = f"http://{edge.http[0]}:{edge.http[1]}/internal/calls/{call_id}/commands"
+    return httpx.post(url, content=data, headers=headers, timeout=5)
+
+
+def wait_answered(tmp: Path, timeout: float = 10.0) -> str:
+    """The caller's Call-ID once its call is answered (from the UAC's message log)."""
+    deadline = time.monotonic() + timeout
+    log = tmp / "uac_messages.log"
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "ACK sip:" in text:
+            found = re.search(r"^Call-ID: (\S+)", text, re.MULTILINE)
+            assert found is not None
+            return found.group(1)
+        time.sleep(0.1)
+    raise AssertionError("the call was not answered")
+
+
+def test_hangup_command_ends_the_call_on_the_wire(tmp_path: Path) -> None:
+    port = free_udp_port()
+    config = pbx_config(tmp_path, trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_answer.xml", port)  # waits for a BYE
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge)  # waits for a BYE
+        call_id = wait_answered(tmp_path)
+        assert command(edge, call_id, {"action": "hangup"}, secret="wrong").status_code == 401
+        assert command(edge, "no-such-call", {"action": "hangup"}).status_code == 404
+        bad = command(edge, call_id, {"action": "hangup", "code": 99})
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "hangup.code"
+        assert command(edge, call_id, {"action": "transfer", "target": "1002"}).status_code == 501
+        reply = command(edge, call_id, {"action": "hangup", "reason": "operator"})
+        assert reply.status_code == 200 and reply.json() == {"message": "Command dispatched"}
+        run_call(caller, callee, edge)  # both legs received the BYE
+        [cdr] = cdrs(tmp_path)
+    assert cdr["hangupReason"] == "bySystem" and cdr["status"] == "completed"
+
+
+def _scenario_with_media_port(tmp: Path, name: str, port: int) -> Path:
+    text = (SCENARIOS / name).read_text().replace("[media_port]", str(port))
+    path = tmp / f"{port}-{name}"
+    path.write_text(text)
+    return path
+
+
+def _relay_port(log: Path, direction: str) -> int:
+    """The audio port of the first SDP the SIPp log shows `direction` ("received"/"sent")."""
+    for part in log.read_text(errors="replace").split("-----"):
+        if f"message {direction}" in part:
+            found = re.search(r"^\s*m=audio (\d+)", part, re.MULTILINE)
+            if found:
+                return int(found.group(1))
+    raise AssertionError(f"no SDP {direction} in {log}")
+
+
+def _rtp(seq: int) -> bytes:
+    return bytes([0x80, 0, seq >> 8, seq & 0xFF]) + (seq * 160).to_bytes(4, "big") \
+        + b"\x11\x22\x33\x44" + b"\xff" * 160
+
+
+def _received(sock: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            sock.recv(2048)
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+def test_mute_stops_the_media_of_one_party(tmp_path: Path) -> None:
+    port = free_udp_port()
+    caller_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    callee_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for sock in (caller_media, callee_media):
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+    try:
+        config = pbx_config(tmp_path, trunk_config(port))
+        with running_edge(tmp_path, config_text=config) as edge:
+            callee = Sipp(tmp_path, "uas", [
+                "-sf", str(_scenario_with_media_port(
+                    tmp_path, "uas_answer.xml", callee_media.getsockname()[1])),
+                "-p", str(port), "-mp", str(free_udp_port())])
+            time.sleep(0.3)
+            caller = Sipp(tmp_path, "uac", [
+                "-sf", str(_scenario_with_media_port(
+                    tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
+                f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
+                "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
+            call_id = wait_answered(tmp_path)
+            relay_a = _relay_port(tmp_path / "uac_messages.log", "received")
+
+            def burst(first: int) -> int:
+                for seq in range(first, first + 20):
+                    caller_media.sendto(_rtp(seq), ("127.0.0.1", relay_a))
+                    time.sleep(0.005)
+                time.sleep(0.2)
+                return _received(callee_media)
+
+            assert burst(1) == 20  # relayed to the callee
+            assert command(edge, call_id, {"action": "mute", "leg": "caller"}).status_code == 200
+            assert burst(21) == 0  # the callee hears nothing from the caller
+            assert command(edge, call_id, {"action": "unmute",
+                                           "track_id": "caller"}).status_code == 200
+            assert burst(41) == 20
+            assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+            run_call(caller, callee, edge)
+    finally:
+        caller_media.close()
+        callee_media.close()
