@@ -145,3 +145,47 @@ def test_mute_stops_the_media_of_one_party(tmp_path: Path) -> None:
     finally:
         caller_media.close()
         callee_media.close()
+
+
+def test_control_plane_finds_the_edge_and_delivers(tmp_path: Path) -> None:
+    """The control plane's path: the call record names the edge, the edge registry its HTTP
+    address; the command goes there signed, and the call ends on the wire."""
+    import asyncio
+
+    from control.api.active_calls import EdgeCommandClient, list_active, send_command
+    from control.store.factory import open_stores
+    from control.store.ports import BlobSettings, StoreSettings
+
+    port = free_udp_port()
+    config = "edge_id = \"edge-a\"\n" + pbx_config(tmp_path, trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_answer.xml", port)
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge)
+        call_id = wait_answered(tmp_path)
+
+        async def control_plane() -> tuple[list[dict[str, object]], list[tuple[int, object]]]:
+            stores = await open_stores(StoreSettings(
+                backend="sqlite", sqlite_path=str(tmp_path / "sdpbx.sqlite3"),
+                blobs=BlobSettings(kind="local", root=str(tmp_path / "blobs"))))
+            try:
+                for _ in range(50):  # the call record is written behind the SIP flow
+                    listed = (await list_active(stores, limit=10, cursor=None))["items"]
+                    if listed and listed[0]["status"] == "answered":
+                        break
+                    await asyncio.sleep(0.1)
+                async with httpx.AsyncClient() as http:
+                    client = EdgeCommandClient(http, secret=SECRET, key_id="k1")
+                    results = [
+                        await send_command(stores, client, "nope", b'{"action":"hangup"}'),
+                        await send_command(stores, client, call_id, b'{"action":"dance"}'),
+                        await send_command(stores, client, call_id, b'{"action":"hangup"}'),
+                    ]
+                return listed, [(status, body) for status, body in results]
+            finally:
+                await stores.close()
+
+        listed, results = asyncio.run(control_plane())
+        run_call(caller, callee, edge)
+    assert listed[0]["session_id"] == call_id and listed[0]["edge_id"] == "edge-a"
+    assert [status for status, _ in results] == [404, 400, 200]
+    assert results[2][1] == {"message": "Command dispatched", "data": {"edge_id": "edge-a"}}
