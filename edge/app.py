@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import cast
 
 import httpx
+from starlette.routing import Mount
 
+from control.api.active_calls import EdgeCommandClient
+from control.api.app import create_app
 from control.store.factory import open_stores
 from control.store.ports import Stores
 from control.store.spool import BlobSpool
@@ -209,7 +212,16 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         )
         # The control plane reaches this edge's calls here, signed with the shared secret.
         commands = command_route(calls, secrets={config.webhooks.key_id: webhook_secret})
-        app = build_http_app(status=status, metrics=metrics, routes=[commands])
+        # Embedded mode: the control plane's API (/console, /api/v1, /openapi.json) is served
+        # here, in-process, over the same stores; its commands reach this edge (or another
+        # one sharing the stores) through the signed endpoint above.
+        control = create_app(
+            stores, realm=default_realm(config),
+            commands=EdgeCommandClient(http_client, secret=webhook_secret,
+                                       key_id=config.webhooks.key_id),
+        )
+        app = build_http_app(status=status, metrics=metrics,
+                             routes=[commands, Mount("", app=control)])
         http = await HttpServer.start(app, config.http.host, config.http.port)
         stack.push_async_callback(http.close)
 

@@ -189,3 +189,62 @@ def test_control_plane_finds_the_edge_and_delivers(tmp_path: Path) -> None:
     assert listed[0]["session_id"] == call_id and listed[0]["edge_id"] == "edge-a"
     assert [status for status, _ in results] == [404, 400, 200]
     assert results[2][1] == {"message": "Command dispatched", "data": {"edge_id": "edge-a"}}
+
+
+def test_embedded_api_extension_registration_call_hangup_and_cdr(tmp_path: Path) -> None:
+    """The embedded control API end to end: an extension created through the API registers
+    (SIPp, digest), a trunk call reaches it, the API lists the call and hangs it up (BYE on both
+    legs), and the CDR is in the query API."""
+    import subprocess
+    import sys
+
+    config = pbx_config(tmp_path, trunk_config(free_udp_port(), route=False))
+    (tmp_path / "sdpbx.toml").write_text(config)
+    created = subprocess.run(
+        [sys.executable, "-m", "edge", "apikey", "create", "--scope", "admin",
+         "--config", str(tmp_path / "sdpbx.toml")],
+        capture_output=True, text=True, timeout=30, check=True, cwd=tmp_path,
+    )
+    token = created.stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    with running_edge(tmp_path, config_text=config) as edge:
+        api = f"http://{edge.http[0]}:{edge.http[1]}/console"
+        reply = httpx.post(f"{api}/extensions", headers=auth, timeout=5,
+                           json={"username": "1001", "password": "s3cret-1001"})
+        assert reply.status_code == 201, reply.text
+        assert "s3cret" not in reply.text
+        assert httpx.post(f"{api}/extensions", timeout=5,
+                          json={"username": "x", "password": "y"}).status_code == 401
+
+        phone_port = free_udp_port()
+        scenario = tmp_path / "register_once.xml"
+        scenario.write_text((SCENARIOS / "register_once.xml").read_text()
+                            .replace("USER", "1001").replace("PASSWORD", "s3cret-1001"))
+        register = Sipp(tmp_path, "reg", ["-sf", str(scenario),
+                                          f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "1001",
+                                          "-p", str(phone_port)])
+        assert register.wait() == 0, register.explain() + edge.log()[-3000:]
+
+        callee = uas(tmp_path, "uas_answer.xml", phone_port)  # the registered phone
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge, user="1001")
+        call_id = wait_answered(tmp_path)
+        for _ in range(50):
+            active = httpx.get(f"{api}/calls/active", headers=auth, timeout=5).json()["items"]
+            if active and active[0]["status"] == "answered":
+                break
+            time.sleep(0.1)
+        assert active, edge.log()[-3000:]
+        assert active[0]["session_id"] == call_id and active[0]["callee"] == "1001"
+        hangup = httpx.post(f"{api}/calls/active/{call_id}/commands", headers=auth, timeout=10,
+                            json={"action": "hangup"})
+        assert hangup.status_code == 200, hangup.text
+        run_call(caller, callee, edge)  # both legs got the BYE
+
+        for _ in range(50):
+            records = httpx.get(f"{api}/call-records", headers=auth, timeout=5).json()
+            if records["items"]:
+                break
+            time.sleep(0.1)
+        assert records["items"][0]["call_id"] == call_id
+        cdr = httpx.get(f"{api}/call-records/{call_id}", headers=auth, timeout=5).json()
+        assert cdr["hangupReason"] == "bySystem" and cdr["status"] == "completed"

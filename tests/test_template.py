@@ -121,7 +121,7 @@ def test_handler_unknown_path_is_json_404() -> None:
     event["routeKey"] = event["requestContext"]["routeKey"] = "$default"
     result = invoke(event)
     assert result["statusCode"] == 404
-    assert json.loads(result["body"]) == {"error": "Not Found", "status": 404, "path": "/nope"}
+    assert json.loads(result["body"]) == {"error": {"status": 404, "message": "Not Found"}}
 
 
 def test_handler_module_imports_neither_edge_nor_numpy() -> None:

@@ -10,19 +10,26 @@ the edge does not carry out yet.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
 
+from control.api.endpoints import ApiContext, Endpoint, page_args
+from control.api.errors import JSON, ApiError
 from control.contracts.commands import parse_command
 from control.contracts.signing import sign
 from control.store.errors import NotFound
 from control.store.models import CallRecord
 from control.store.ports import Stores
+
+if TYPE_CHECKING:  # httpx is imported when a command is sent, not at a Lambda's cold start
+    import httpx
 
 log = logging.getLogger("sdpbx.control.calls")
 
@@ -32,8 +39,10 @@ COMMAND_TIMEOUT_S = 5.0
 class EdgeCommandClient:
     """Delivers a command to an edge's internal endpoint over one pooled client."""
 
-    def __init__(self, client: httpx.AsyncClient, *, secret: str, key_id: str,
+    def __init__(self, client: httpx.AsyncClient | None, *, secret: str, key_id: str,
                  clock: Callable[[], float] = time.time) -> None:
+        """`client` None: one is made at the first command (a Lambda then pays for httpx
+        only when it sends one)."""
         sign(b"", secret=secret, key_id=key_id, now=0)  # a bad secret fails now
         self._client = client
         self._secret = secret
@@ -42,9 +51,13 @@ class EdgeCommandClient:
 
     async def deliver(self, http_address: str, call_id: str, body: bytes) -> tuple[int, Any]:
         """(status, JSON reply) from the edge; (409, reason) when it cannot be reached."""
+        import httpx
+
         url = f"http://{http_address}/internal/calls/{call_id}/commands"
         headers = {"Content-Type": "application/json",
                    **sign(body, secret=self._secret, key_id=self._key_id, now=self._clock())}
+        if self._client is None:
+            self._client = httpx.AsyncClient()
         try:
             reply = await self._client.post(url, content=body, headers=headers,
                                             timeout=COMMAND_TIMEOUT_S)
@@ -121,4 +134,47 @@ async def send_command(
         "error": {"status": status, "message": message}}
 
 
-__all__ = ["EdgeCommandClient", "call_summary", "get_active", "list_active", "send_command"]
+# --- the API routes ------------------------------------------------------------------------
+
+
+async def _list(request: Request, ctx: ApiContext) -> Response:
+    limit, cursor = page_args(request)
+    body = await list_active(await ctx.stores(), limit=limit, cursor=cursor)
+    return Response(json.dumps(body), media_type=JSON)
+
+
+async def _get(request: Request, ctx: ApiContext) -> Response:
+    call_id = request.path_params["call_id"]
+    found = await get_active(await ctx.stores(), call_id)
+    if found is None:
+        raise ApiError(404, f"no active call {call_id!r}")
+    return Response(json.dumps(found), media_type=JSON)
+
+
+async def _command(request: Request, ctx: ApiContext) -> Response:
+    if ctx.commands is None:
+        raise ApiError(409, "this control plane has no edge secret: commands cannot be sent")
+    status, body = await send_command(await ctx.stores(), ctx.commands,
+                                      request.path_params["call_id"], await request.body())
+    return Response(json.dumps(body), status_code=status, media_type=JSON)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(method="GET", path="/calls/active", handler=_list, scope="calls",
+             summary="List the active calls of every edge", tag="calls",
+             query=(("limit", "page size (1..1000)"), ("cursor", "from the previous page"))),
+    Endpoint(method="GET", path="/calls/active/{call_id}", handler=_get, scope="calls",
+             summary="One active call", tag="calls"),
+    Endpoint(method="POST", path="/calls/active/{call_id}/commands", handler=_command,
+             scope="calls", summary="Send a command (hangup, mute, unmute...) to a call",
+             tag="calls"),
+)
+
+__all__ = [
+    "ENDPOINTS",
+    "EdgeCommandClient",
+    "call_summary",
+    "get_active",
+    "list_active",
+    "send_command",
+]
