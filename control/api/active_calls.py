@@ -100,9 +100,10 @@ async def get_active(stores: Stores, call_id: str) -> dict[str, Any] | None:
 
 
 async def send_command(
-    stores: Stores, client: EdgeCommandClient, call_id: str, body: bytes
+    stores: Stores, client: EdgeCommandClient | None, call_id: str, body: bytes
 ) -> tuple[int, dict[str, Any]]:
-    """Validate and deliver; (status, JSON body) for the API to answer."""
+    """Validate and deliver; (status, JSON body) for the API to answer. Without a `client`
+    (no edge secret configured) a valid command for a live call is 409."""
     try:
         command = parse_command(body)
     except ValidationError as exc:
@@ -123,6 +124,9 @@ async def send_command(
     if edge.expires_at and edge.expires_at < time.time():
         return 409, {"error": {"status": 409,
                                "message": f"edge {record.edge_id!r} missed its heartbeats"}}
+    if client is None:
+        return 409, {"error": {"status": 409, "message":
+                               "no edge secret configured: commands cannot be delivered"}}
     status, reply = await client.deliver(edge.http_address, call_id,
                                          command.model_dump_json().encode())
     if status == 200:
@@ -152,8 +156,6 @@ async def _get(request: Request, ctx: ApiContext) -> Response:
 
 
 async def _command(request: Request, ctx: ApiContext) -> Response:
-    if ctx.commands is None:
-        raise ApiError(409, "this control plane has no edge secret: commands cannot be sent")
     status, body = await send_command(await ctx.stores(), ctx.commands,
                                       request.path_params["call_id"], await request.body())
     return Response(json.dumps(body), status_code=status, media_type=JSON)
