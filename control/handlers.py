@@ -9,7 +9,9 @@ Environment (the SAM template sets the first ones):
 - `SDPBX_STORE_BACKEND` (or `SDPBX_STORE`): `dynamodb` (default) or `sqlite` for local runs;
 - `SDPBX_TABLE_PREFIX` (default `sdpbx`), `SDPBX_BLOB_BUCKET`, `SDPBX_BLOB_PREFIX` (default "");
 - `SDPBX_SQLITE_PATH`, `SDPBX_BLOB_ROOT` (sqlite: the file and the local blob folder);
-- `SDPBX_REALM`: the realm extensions are created in when a request names none.
+- `SDPBX_REALM`: the realm extensions are created in when a request names none;
+- `SDPBX_EDGE_SECRET`, `SDPBX_EDGE_KEY_ID` (default `k1`): the secret the edges share (their
+  `[webhooks]` secret), to sign active-call commands; without it commands answer 409.
 AWS region and endpoints come from the standard AWS variables (`control.store.aws`).
 """
 
