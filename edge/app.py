@@ -48,6 +48,7 @@ from edge.pbx.call_records import CallLedger, CallStateWriter, recover_calls
 from edge.pbx.calls import Call, CallManager, CallSettings
 from edge.pbx.cdr import CdrWriter
 from edge.pbx.core import PbxCore
+from edge.pbx.directory_routing import DirectoryRouting
 from edge.pbx.http_router import CallRouter, HttpRouter
 from edge.pbx.locator import LocatorNotifier
 from edge.pbx.media import MediaRelay
@@ -319,6 +320,7 @@ async def _build_calls(
     stack.push_async_callback(ledger.aclose)
     recordings = Path(config.store.spool_path) / "recording"
     recordings.mkdir(parents=True, exist_ok=True)
+    limiter = TrunkLimiter(proxy.trunks)
     calls = CallManager(
         sip,
         local_address=lambda transport: (
@@ -332,7 +334,7 @@ async def _build_calls(
         users=users,
         realm=authenticator.realm_for,
         trunks=trunks,
-        limits=TrunkLimiter(proxy.trunks),
+        limits=limiter,
         media=cast(MediaRelay, relay) if relay is not None else None,
         sink=ledger,
         observer=metrics,
@@ -355,6 +357,13 @@ async def _build_calls(
             _watch_media(calls, relay, float(proxy.rtp_timeout))
         )
         stack.callback(watchdog.cancel)
+    # Trunks and routes written through the API (the directory) join the config's, and are
+    # reloaded within a few seconds of a change, without a restart.
+    routing = DirectoryRouting(routes=proxy.routes, trunks=proxy.trunks,
+                               directory=stores.directory, router=router, calls=calls,
+                               limiter=limiter)
+    await routing.start()
+    stack.push_async_callback(routing.stop)
     return calls, ledger, router
 
 

@@ -1167,6 +1167,12 @@ class CallManager:
             self._send_bye(leg.dialog, leg.destination.peer)
         self._finish(call, "completed")
 
+    def replace_trunks(self, trunks: Trunks, limits: TrunkLimits) -> None:
+        """New trunks and limits (a directory reload). Calls in progress release what they
+        hold on the new limiter (`TrunkLimiter.carry_over` moved their counts there)."""
+        self._trunks = trunks
+        self._limits = limits
+
     def hang_up(self, call_id: str, reason: str = "bySystem", *, code: int | None = None,
                 phrase: str | None = None) -> bool:
         """End a call from outside SIP (a command, the RTP watchdog); False if unknown. An

@@ -351,6 +351,11 @@ class CallRouter:
         self._first_domain = domains[0] if domains else None
         self._trunks = trunks
 
+    def replace_static(self, static: StaticRouter, trunks: TrunkDirectory) -> None:
+        """New static routes and trunks (a directory reload); calls in progress keep theirs."""
+        self.static = static
+        self._trunks = trunks
+
     def add_local_domains(self, domains: Collection[str]) -> None:
         """More names for this PBX, known only once it listens (`host:port` of its sockets)."""
         self._domains = self._domains | {host_key(domain) for domain in domains}

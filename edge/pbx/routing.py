@@ -702,3 +702,13 @@ class TrunkLimiter:
     def active(self, name: str) -> int:
         """Calls on `name` now (0 for a trunk without limits: those are not counted)."""
         return self._active.get(name, 0)
+
+    def carry_over(self, previous: TrunkLimiter) -> None:
+        """Take the calls `previous` counts (a reload replaced it) for the trunks still limited
+        here, so a reload neither forgets calls in progress nor lets `max_calls` be exceeded."""
+        for name, count in previous._active.items():
+            if name in self._active:
+                self._active[name] = count
+        for name, starts in previous._starts.items():
+            if name in self._starts:
+                self._starts[name] = deque(starts)
