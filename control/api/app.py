@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from control.api import active_calls, cdrs, directory, extensions, keys, status
+from control.api import active_calls, cdr_deliveries, cdrs, directory, extensions, keys, status
 from control.api.active_calls import EdgeCommandClient
 from control.api.auth import Authenticator
 from control.api.endpoints import ApiContext, Endpoint
@@ -30,7 +30,7 @@ from control.store.ports import Stores
 PREFIXES: tuple[str, ...] = ("/console", "/api/v1")
 ENDPOINTS: tuple[Endpoint, ...] = (
     *status.ENDPOINTS, *extensions.ENDPOINTS, *directory.ENDPOINTS, *cdrs.ENDPOINTS,
-    *keys.ENDPOINTS, *active_calls.ENDPOINTS)
+    *keys.ENDPOINTS, *active_calls.ENDPOINTS, *cdr_deliveries.ENDPOINTS)
 DEFAULT_REALM = "sdpbx"
 StoresProvider = Callable[[], Awaitable[Stores]]
 
