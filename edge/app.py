@@ -231,7 +231,11 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             edge_id=edge_id,
             sip_addresses=(f"udp:{format_address(sip.udp_address)}",
                            f"tcp:{format_address(sip.tcp_address)}"),
-            http_address=format_address(http.address),
+            # Where the control plane sends this edge's call commands: a wildcard bind is
+            # announced as the host's address (or external_ip), which others can reach.
+            http_address=format_address(
+                (proxy.external_ip or _advertised(http.address), http.address[1])
+            ),
         )
         await heartbeat.start()
         stack.push_async_callback(heartbeat.stop)
