@@ -232,10 +232,8 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             sip_addresses=(f"udp:{format_address(sip.udp_address)}",
                            f"tcp:{format_address(sip.tcp_address)}"),
             # Where the control plane sends this edge's call commands: a wildcard bind is
-            # announced as the host's address (or external_ip), which others can reach.
-            http_address=format_address(
-                (proxy.external_ip or _advertised(http.address), http.address[1])
-            ),
+            # announced as the host's primary address (in a VPC, the private one).
+            http_address=format_address((_advertised(http.address), http.address[1])),
         )
         await heartbeat.start()
         stack.push_async_callback(heartbeat.stop)
