@@ -15,7 +15,8 @@ T = TypeVar("T")
 
 CallState = Literal["trying", "ringing", "answered", "completed", "failed"]
 FINAL_CALL_STATES: frozenset[str] = frozenset({"completed", "failed"})
-DirectoryKind = Literal["trunk", "route", "application"]
+# "cdr-delivery": a CDR push that failed for good, kept for re-delivery (control.cdr_consumer).
+DirectoryKind = Literal["trunk", "route", "application", "cdr-delivery"]
 
 
 @dataclass(frozen=True, slots=True)
