@@ -248,3 +248,21 @@ def test_embedded_api_extension_registration_call_hangup_and_cdr(tmp_path: Path)
         assert records["items"][0]["call_id"] == call_id
         cdr = httpx.get(f"{api}/call-records/{call_id}", headers=auth, timeout=5).json()
         assert cdr["hangupReason"] == "bySystem" and cdr["status"] == "completed"
+
+
+def test_hold_and_unhold_reinvite_the_callee(tmp_path: Path) -> None:
+    port = free_udp_port()
+    config = pbx_config(tmp_path, trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_held.xml", port)
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge)
+        call_id = wait_answered(tmp_path)
+        assert command(edge, call_id, {"action": "hold"}).status_code == 200
+        time.sleep(0.5)  # one offer at a time (RFC 3261 §14.1): let the hold be answered
+        assert command(edge, call_id, {"action": "unhold", "leg_id": "callee"}).status_code \
+            == 200
+        time.sleep(0.5)
+        assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+        run_call(caller, callee, edge)  # the callee saw sendonly, then sendrecv, then BYE
+        [cdr] = cdrs(tmp_path)
+    assert cdr["status"] == "completed"

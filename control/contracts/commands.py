@@ -38,21 +38,30 @@ class Mute(_Command):
         return self.leg or self.track_id or "caller"
 
 
+class Hold(_Command):
+    """Put one party on hold (the edge re-INVITEs it with a=sendonly and stops the media
+    towards it, RFC 3264 §8.4) or resume it. `leg_id`: `caller` or `callee` (default)."""
+
+    action: Literal["hold", "unhold"]
+    leg_id: Literal["caller", "callee"] = "callee"
+
+
 class Unsupported(_Command):
     """Commands COMPAT.md lists that this edge does not carry out yet (501)."""
 
     model_config = ConfigDict(extra="allow")
     action: Literal[
-        "accept", "transfer", "hold", "unhold", "send_dtmf", "play", "stop_playback",
+        "accept", "transfer", "send_dtmf", "play", "stop_playback",
         "start_recording", "stop_recording", "pause_recording", "resume_recording",
     ]
 
 
-Command = Annotated[Hangup | Mute | Unsupported, Field(discriminator="action")]
-_COMMAND: TypeAdapter[Hangup | Mute | Unsupported] = TypeAdapter(Command)
+AnyCommand = Hangup | Mute | Hold | Unsupported
+Command = Annotated[AnyCommand, Field(discriminator="action")]
+_COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 
 
-def parse_command(body: bytes) -> Hangup | Mute | Unsupported:
+def parse_command(body: bytes) -> AnyCommand:
     """The command in a request body; `pydantic.ValidationError` names what is wrong."""
     return _COMMAND.validate_json(body)
 
@@ -64,4 +73,13 @@ class CommandReply(BaseModel):
     data: dict[str, object] | None = None
 
 
-__all__ = ["Command", "CommandReply", "Hangup", "Mute", "Unsupported", "parse_command"]
+__all__ = [
+    "AnyCommand",
+    "Command",
+    "CommandReply",
+    "Hangup",
+    "Hold",
+    "Mute",
+    "Unsupported",
+    "parse_command",
+]

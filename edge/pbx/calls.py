@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 from edge.pbx.auth import Authenticated, Drop, outcome_response
 from edge.pbx.bindings import Target
 from edge.pbx.core import SipTransport
-from edge.pbx.media import CallMedia, LegName, MediaRelay
+from edge.pbx.media import CallMedia, LegName, MediaRelay, with_direction
 from edge.pbx.registrar import Authenticator
 from edge.pbx.routing import RouteDecision, RouteTarget
 from edge.pbx.users import UserRecord
@@ -174,6 +174,15 @@ class _Relayed:
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
+class _LocalOffer:
+    """A re-INVITE of our own to one leg (hold / resume), waiting for its answer."""
+
+    call: Call
+    leg: LegName
+    on_hold: bool
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
 class _Retransmit:
     """A 2xx to an INVITE we keep sending until its ACK (RFC 3261 §13.3.1.4)."""
 
@@ -216,6 +225,7 @@ class Call:
     retransmit: _Retransmit | None = None
     pending_ack_sdp: OutboundLeg | None = None  # late offer: B's ACK waits for A's answer
     relaying: _Relayed | None = None
+    local_offer: _LocalOffer | None = None  # our own re-INVITE in progress
     trunks_held: list[str] = field(default_factory=list)
     status_code: int | None = None
     hangup_reason: str | None = None
@@ -224,6 +234,8 @@ class Call:
     timeline: list[LegEvent] = field(default_factory=list)
     recording: Any = None  # what the media layer returned for the recording, if any
     version: int = 0  # the call record's version in the store (the sink keeps it)
+    sdp_sent: dict[str, bytes] = field(default_factory=dict)  # last SDP we sent each leg
+    held: set[str] = field(default_factory=set)  # legs we put on hold (command)
     store_data: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -275,7 +287,7 @@ class CallManager:
         self._observer = observer
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID
         self._by_server: dict[int, Call] = {}  # the caller's INVITE transaction
-        self._by_client: dict[int, OutboundLeg | _Relayed] = {}
+        self._by_client: dict[int, OutboundLeg | _Relayed | _LocalOffer] = {}
         self._by_dialog: dict[DialogId, tuple[Call, LegName]] = {}
         self._by_b_call_id: dict[str, OutboundLeg] = {}
         self._loop = asyncio.get_running_loop()
@@ -618,7 +630,9 @@ class CallManager:
         if call.answered_at is None or call.ended:
             self._reply(request, transaction_id, 491 if method != "INFO" else 481)
             return
-        if call.relaying is not None and method in ("INVITE", "UPDATE"):
+        if (call.relaying is not None or call.local_offer is not None) and method in (
+            "INVITE", "UPDATE"
+        ):
             # RFC 3261 §14.2: an offer crossing one of ours.
             self._reply(request, transaction_id, 491)
             return
@@ -657,6 +671,8 @@ class CallManager:
                            request=request)
         if request.method in ("INVITE", "UPDATE"):
             call.relaying = relayed
+        if body:
+            call.sdp_sent["b" if origin == "a" else "a"] = body
         self._by_client[self._transport.send_request(outgoing, peer)] = relayed
 
     def _other_dialog(self, call: Call, origin: LegName) -> tuple[Dialog, Peer] | None:
@@ -701,6 +717,8 @@ class CallManager:
             self._leg_response(owner, response)
         elif isinstance(owner, _Relayed):
             self._relayed_response(owner, response, event.transaction_id)
+        elif isinstance(owner, _LocalOffer):
+            self._local_offer_response(owner, response, event.transaction_id)
 
     def _leg_response(self, leg: OutboundLeg, response: Response) -> None:
         status = response.status
@@ -773,6 +791,8 @@ class CallManager:
             return
         leg.state = "answered"
         call.answered = leg
+        if leg.invite.body:
+            call.sdp_sent["b"] = leg.invite.body
         now = self._wall()
         call.answered_at = now
         if call.ring_at is None:
@@ -963,6 +983,8 @@ class CallManager:
             headers.append(("Contact", self._contact_for(relayed.origin, call)))
         answer = make_response(request, response.status, response.reason, headers=headers,
                                body=body)
+        if body:
+            call.sdp_sent[relayed.origin] = body
         self._transport.respond(relayed.server_transaction_id, answer)
         if dialog is not None and request.method == "INVITE" and response.status < 300:
             self._retransmit_2xx(call, relayed.server_transaction_id, answer,
@@ -990,6 +1012,8 @@ class CallManager:
             headers.append(("Content-Type", SDP))
         response = make_response(call.invite, status, reason, to_tag=call.a_tag,
                                  headers=headers, body=body)
+        if body:
+            call.sdp_sent["a"] = body
         if call.a_dialog is None and 100 < status < 300:
             host, port = self._local(call.peer.transport)
             try:
@@ -1069,6 +1093,8 @@ class CallManager:
             return
         headers = [("Content-Type", SDP)] if body else []
         leg.ack = dialog.create_ack(leg.invite.cseq.seq, headers=headers, body=body)
+        if body:
+            call.sdp_sent["b"] = body
         self._transport.send_stateless(leg.ack, leg.destination.peer)
 
     # ---------------------------------------------------------------- failures and timers
@@ -1078,6 +1104,9 @@ class CallManager:
         if isinstance(owner, OutboundLeg):
             status = 408 if event.reason == "timeout" else 503
             self._leg_failed(owner, status, f"Transaction {event.reason}")
+        elif isinstance(owner, _LocalOffer):
+            owner.call.local_offer = None
+            self._hang_up(owner.call, "failed", error=(408, "No answer to our re-INVITE"))
         elif isinstance(owner, _Relayed):
             call = owner.call
             if call.relaying is owner:
@@ -1166,6 +1195,71 @@ class CallManager:
                 and not leg.dialog.terminated:
             self._send_bye(leg.dialog, leg.destination.peer)
         self._finish(call, "completed")
+
+    def hold(self, call_id: str, leg: LegName, on: bool) -> str | None:
+        """Put `leg` on hold (a re-INVITE offering our last SDP as sendonly, RFC 3264 §8.4;
+        the media towards it stopped) or resume it (sendrecv). None when the re-INVITE went
+        out, else why it could not."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return "no such call"
+        if call.answered_at is None or call.ended:
+            return "the call is not answered"
+        if call.relaying is not None or call.local_offer is not None:
+            return "an offer is in progress on this call"
+        found = self._leg_dialog(call, leg)
+        body = call.sdp_sent.get(leg)
+        if found is None or not body:
+            return "that leg has no dialog or SDP to re-offer"
+        dialog, peer = found
+        offer = with_direction(body, "sendonly" if on else "sendrecv")
+        try:
+            request = dialog.create_request("INVITE", headers=[("Content-Type", SDP)],
+                                            body=offer)
+        except LocalProtocolError as exc:
+            return str(exc)
+        call.sdp_sent[leg] = offer
+        state = _LocalOffer(call=call, leg=leg, on_hold=on)
+        call.local_offer = state
+        (call.held.add if on else call.held.discard)(leg)
+        if call.media is not None:
+            call.media.set_muted(leg, on)
+        call.note(leg, "hold" if on else "unhold", self._wall())
+        self._by_client[self._transport.send_request(request, peer)] = state
+        return None
+
+    def _leg_dialog(self, call: Call, leg: LegName) -> tuple[Dialog, Peer] | None:
+        if leg == "a":
+            return None if call.a_dialog is None else (call.a_dialog, call.peer)
+        answered = call.answered
+        if answered is None or answered.dialog is None:
+            return None
+        return answered.dialog, answered.destination.peer
+
+    def _local_offer_response(self, state: _LocalOffer, response: Response, tid: int) -> None:
+        if response.status < 200:
+            return
+        self._by_client.pop(tid, None)
+        call = state.call
+        if call.local_offer is state:
+            call.local_offer = None
+        found = self._leg_dialog(call, state.leg)
+        if found is None:
+            return
+        dialog, peer = found
+        if response.status >= 300:
+            log.info("re-INVITE to %s refused: %d", state.leg, response.status,
+                     extra={"call_id": call.call_id})
+            if response.status in (408, 481):
+                self._hang_up(call, "failed", error=(response.status, response.reason))
+            return
+        dialog.receive_response(response)
+        self._transport.send_stateless(dialog.create_ack(response.cseq.seq), peer)
+        body = response.body
+        if body and call.media is not None and _is_sdp(response.headers.get("Content-Type")):
+            # The held party's answer may move its media: the relay follows.
+            task = self._loop.create_task(call.media.rewrite(state.leg, body))
+            task.add_done_callback(_log_rewrite_failure)
 
     def replace_trunks(self, trunks: Trunks, limits: TrunkLimits) -> None:
         """New trunks and limits (a directory reload). Calls in progress release what they
@@ -1302,6 +1396,11 @@ def _is_sdp(content_type: str | None) -> bool:
 
 def _format_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _log_rewrite_failure(task: asyncio.Task[bytes]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("answer SDP not usable: %s", task.exception())
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -13,18 +13,20 @@ answer the offer). Until the other leg's SDP says where it listens, media toward
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from edge.rtp.relay import Address, RelayLeg, RelaySession
 from edge.sip.errors import SipParseError
-from edge.sip.sdp import SessionDescription
+from edge.sip.sdp import Attribute, Direction, SessionDescription
 
 log = logging.getLogger("sdpbx.media")
 
 LegName = Literal["a", "b"]
 _UNKNOWN: Address = ("0.0.0.0", 0)
+_DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
 
 
 class RelayedSession(Protocol):
@@ -98,6 +100,24 @@ def payload_type_map(sender: AudioStream, receiver: AudioStream) -> dict[int, in
         if wanted is not None and wanted != sent:
             mapping[sent] = wanted
     return mapping
+
+
+def with_direction(body: bytes, direction: Direction) -> bytes:
+    """The SDP `body` as a new offer (o= version + 1, RFC 3264 §8) whose media all carry
+    `direction` (RFC 3264 §8.4: sendonly puts the peer on hold, sendrecv resumes)."""
+    sdp = SessionDescription.parse(body)
+    media = tuple(
+        dataclasses.replace(m, attributes=(
+            *(a for a in m.attributes if a.name not in _DIRECTIONS or a.value is not None),
+            Attribute(direction),
+        ))
+        for m in sdp.media
+    )
+    session_attributes = tuple(
+        a for a in sdp.attributes if a.name not in _DIRECTIONS or a.value is not None
+    )
+    return dataclasses.replace(sdp, origin=sdp.origin.bumped(), media=media,
+                               attributes=session_attributes).to_bytes()
 
 
 def _on_hold_address(address: Address) -> bool:
@@ -198,4 +218,11 @@ class CallMedia:
             self._relay.close_session(self.session)
 
 
-__all__ = ["AudioStream", "CallMedia", "MediaRelay", "audio_stream", "payload_type_map"]
+__all__ = [
+    "AudioStream",
+    "CallMedia",
+    "MediaRelay",
+    "audio_stream",
+    "payload_type_map",
+    "with_direction",
+]
