@@ -64,7 +64,9 @@ def test_hangup_command_ends_the_call_on_the_wire(tmp_path: Path) -> None:
         assert command(edge, "no-such-call", {"action": "hangup"}).status_code == 404
         bad = command(edge, call_id, {"action": "hangup", "code": 99})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "hangup.code"
-        assert command(edge, call_id, {"action": "transfer", "target": "1002"}).status_code == 501
+        assert command(edge, call_id, {"action": "send_dtmf", "digits": "1"}).status_code == 501
+        # An unknown transfer target is refused; the call goes on.
+        assert command(edge, call_id, {"action": "transfer", "target": "1099"}).status_code == 409
         reply = command(edge, call_id, {"action": "hangup", "reason": "operator"})
         assert reply.status_code == 200 and reply.json() == {"message": "Command dispatched"}
         run_call(caller, callee, edge)  # both legs received the BYE
@@ -266,3 +268,48 @@ def test_hold_and_unhold_reinvite_the_callee(tmp_path: Path) -> None:
         run_call(caller, callee, edge)  # the callee saw sendonly, then sendrecv, then BYE
         [cdr] = cdrs(tmp_path)
     assert cdr["status"] == "completed"
+
+
+def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path) -> None:
+    first_port, second_port = free_udp_port(), free_udp_port()
+    caller_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    second_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for sock in (caller_media, second_media):
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+    try:
+        config = pbx_config(tmp_path, trunk_config(first_port))
+        with running_edge(tmp_path, config_text=config) as edge:
+            first = uas(tmp_path, "uas_answer.xml", first_port)  # gets the BYE
+            second = Sipp(tmp_path, "second", [
+                "-sf", str(_scenario_with_media_port(
+                    tmp_path, "uas_answer.xml", second_media.getsockname()[1])),
+                "-p", str(second_port), "-mp", str(free_udp_port())])
+            caller = Sipp(tmp_path, "uac", [
+                "-sf", str(_scenario_with_media_port(
+                    tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
+                f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
+                "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
+            call_id = wait_answered(tmp_path)
+            relay_a = _relay_port(tmp_path / "uac_messages.log", "received")
+            reply = command(edge, call_id, {"action": "transfer",
+                                            "target": f"sip:bob@127.0.0.1:{second_port}"})
+            assert reply.status_code == 200, reply.text
+            assert first.wait() == 0, first.explain()  # the first callee got its BYE
+            deadline = time.monotonic() + 5
+            received = 0
+            seq = 1
+            while received < 10 and time.monotonic() < deadline:
+                caller_media.sendto(_rtp(seq), ("127.0.0.1", relay_a))
+                seq += 1
+                time.sleep(0.02)
+                received += _received(second_media)
+            assert received >= 10  # the caller's media now reaches the new party
+            assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+            run_call(caller, second, edge)
+            [cdr] = cdrs(tmp_path)
+        events = [(e["legId"], e["eventType"]) for e in cdr["legTimeline"]["events"]]
+        assert ("b1", "transferred") in events and ("b2", "bridged") in events
+    finally:
+        caller_media.close()
+        second_media.close()

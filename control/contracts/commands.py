@@ -46,17 +46,26 @@ class Hold(_Command):
     leg_id: Literal["caller", "callee"] = "callee"
 
 
+class Transfer(_Command):
+    """Blind transfer of the caller to `target`: an extension of ours (`"1002"`) or a SIP URI.
+    The callee gets BYE; `attended` transfers are not supported (501)."""
+
+    action: Literal["transfer"]
+    target: str = Field(min_length=1, max_length=256, pattern=r"^[^\s<>\"]+$")
+    attended: bool = False
+
+
 class Unsupported(_Command):
     """Commands COMPAT.md lists that this edge does not carry out yet (501)."""
 
     model_config = ConfigDict(extra="allow")
     action: Literal[
-        "accept", "transfer", "send_dtmf", "play", "stop_playback",
+        "accept", "send_dtmf", "play", "stop_playback",
         "start_recording", "stop_recording", "pause_recording", "resume_recording",
     ]
 
 
-AnyCommand = Hangup | Mute | Hold | Unsupported
+AnyCommand = Hangup | Mute | Hold | Transfer | Unsupported
 Command = Annotated[AnyCommand, Field(discriminator="action")]
 _COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 
@@ -80,6 +89,7 @@ __all__ = [
     "Hangup",
     "Hold",
     "Mute",
+    "Transfer",
     "Unsupported",
     "parse_command",
 ]

@@ -49,7 +49,7 @@ def command_route(
                 status_code=400,
             )
         call_id = request.path_params["call_id"]
-        outcome = execute(calls, call_id, command)
+        outcome = await execute(calls, call_id, command)
         log.info("command %s: %d %s", command.action, outcome.status, outcome.message,
                  extra={"call_id": call_id})
         if outcome.status == 200:

@@ -226,6 +226,7 @@ class Call:
     pending_ack_sdp: OutboundLeg | None = None  # late offer: B's ACK waits for A's answer
     relaying: _Relayed | None = None
     local_offer: _LocalOffer | None = None  # our own re-INVITE in progress
+    transferring: OutboundLeg | None = None  # a blind transfer's new B-leg, ringing
     trunks_held: list[str] = field(default_factory=list)
     status_code: int | None = None
     hangup_reason: str | None = None
@@ -741,6 +742,8 @@ class CallManager:
         call = leg.call
         if leg.state == "calling":
             leg.state = "proceeding"
+        if leg is call.transferring and not call.ended:
+            return  # the caller was answered long ago: nothing to tell it
         if leg.cancel_pending or call.ended or call.answered is not None:
             self._cancel_leg(leg)
             return
@@ -783,6 +786,9 @@ class CallManager:
             self._leg_failed(leg, 502, "Bad 2xx")
             return
         leg.dialog = dialog
+        if leg is call.transferring and not call.ended:
+            self._transfer_answered(leg, response)
+            return
         if call.ended or call.answered is not None or leg.state in ("cancelled", "failed"):
             # Lost the race (another fork answered, or the caller gave up): ACK and BYE.
             self._send_ack(leg, response, b"")
@@ -873,6 +879,12 @@ class CallManager:
             call.hangup_messages.append(
                 {"code": status, "reason": reason, "target": leg.destination.label}
             )
+        if leg is call.transferring:
+            # The transfer target did not answer: the caller has nobody left.
+            call.transferring = None
+            self._cancel_timer(call, "transfer")
+            self._hang_up(call, "failed", error=(status, f"transfer failed: {reason}"))
+            return
         if call.ended or call.answered is not None:
             return
         if self._pending_legs(call):
@@ -1188,6 +1200,9 @@ class CallManager:
         call.status_code = 200
         if error is not None:
             call.last_error = error
+        if call.transferring is not None:
+            self._cancel_leg(call.transferring)
+            call.transferring = None
         if spare != "a" and call.a_dialog is not None and not call.a_dialog.terminated:
             self._send_bye(call.a_dialog, call.peer)
         leg = call.answered
@@ -1260,6 +1275,101 @@ class CallManager:
             # The held party's answer may move its media: the relay follows.
             task = self._loop.create_task(call.media.rewrite(state.leg, body))
             task.add_done_callback(_log_rewrite_failure)
+
+    async def transfer(self, call_id: str, target: str) -> str | None:
+        """Blind transfer of the caller to `target` (an extension of ours or a SIP URI): BYE
+        to the callee, an INVITE to the target offering the same anchored SDP, and once it
+        answers the relay sends the caller's media there. The caller is not re-INVITEd: its
+        media stays anchored at our port, so this needs the relay. None when started, else
+        why not."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return "no such call"
+        if call.answered_at is None or call.ended or call.answered is None:
+            return "the call is not answered"
+        if call.media is None or call.media.session is None:
+            return "blind transfer needs the call's media relayed (media_proxy = \"all\")"
+        if call.relaying or call.local_offer or call.transferring:
+            return "an offer or a transfer is in progress on this call"
+        body = call.sdp_sent.get("b")
+        if not body:
+            return "no SDP to offer the transfer target"
+        aor = None
+        uri_text = target if target.startswith(("sip:", "sips:")) else None
+        if uri_text is None:
+            domain = call.invite.request_uri.host if isinstance(
+                call.invite.request_uri, SipUri) else "localhost"
+            aor = self._registrar.aor_for(parse_uri(f"sip:{target}@{domain}"))
+        else:
+            parsed = parse_uri(uri_text)
+            aor = self._registrar.aor_for(parsed) if isinstance(parsed, SipUri) else None
+        destinations: list[Destination] = []
+        if aor is not None:
+            destinations = [self._registered_destination(t)
+                            for t in await self._registrar.lookup(aor)]
+        if not destinations and uri_text is not None:
+            destinations = await self._destinations(call, RouteTarget(uri=uri_text))
+        if not destinations:
+            return f"transfer target {target!r} is not reachable"
+        if call.ended or call.transferring is not None:
+            return "the call changed meanwhile"
+        old = call.answered
+        if old.dialog is not None and not old.dialog.terminated:
+            self._send_bye(old.dialog, old.destination.peer)
+        call.note(old.leg_id, "transferred", self._wall())
+        call.media.set_muted("b", True)  # nothing to send to the callee that left
+        destination = destinations[0]
+        invite = self._build_invite(call, destination, body)
+        leg = OutboundLeg(call=call, destination=destination, invite=invite,
+                          transaction_id=self._transport.send_request(invite, destination.peer),
+                          leg_id=f"b{len(call.legs) + 1}")
+        call.legs.append(leg)
+        call.transferring = leg
+        self._by_client[leg.transaction_id] = leg
+        self._by_b_call_id[invite.call_id] = leg
+        call.note(leg.leg_id, "invite", self._wall())
+        call.timers["transfer"] = self._loop.call_later(
+            self.settings.max_ring_time_s, self._transfer_timeout, call, leg)
+        return None
+
+    def _transfer_answered(self, leg: OutboundLeg, response: Response) -> None:
+        call = leg.call
+        assert leg.dialog is not None
+        self._cancel_timer(call, "transfer")
+        call.transferring = None
+        old = call.answered
+        if old is not None and old.dialog is not None:
+            self._by_dialog.pop(old.dialog.id, None)
+        leg.state = "answered"
+        call.answered = leg
+        self._by_dialog[leg.dialog.id] = (call, "b")
+        call.note(leg.leg_id, "answer", self._wall())
+        self._send_ack(leg, response, b"")
+        if call.media is not None:
+            task = self._loop.create_task(self._transfer_media(call, response.body))
+            task.add_done_callback(_log_failure)
+        self._changed(call)
+
+    async def _transfer_media(self, call: Call, answer: bytes) -> None:
+        """The new callee's address replaces the old one's in the relay, then media flows."""
+        media = call.media
+        if media is None:
+            return
+        if answer:
+            try:
+                await media.rewrite("b", answer)
+            except SipParseError as exc:
+                log.info("transfer target's SDP not usable: %s", exc.reason,
+                         extra={"call_id": call.call_id})
+        if not call.ended:
+            media.set_muted("b", False)
+
+    def _transfer_timeout(self, call: Call, leg: OutboundLeg) -> None:
+        call.timers.pop("transfer", None)
+        if call.transferring is leg and not call.ended:
+            self._cancel_leg(leg)
+            call.transferring = None
+            self._hang_up(call, "failed", error=(480, "transfer target did not answer"))
 
     def replace_trunks(self, trunks: Trunks, limits: TrunkLimits) -> None:
         """New trunks and limits (a directory reload). Calls in progress release what they

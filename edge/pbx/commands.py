@@ -3,14 +3,15 @@
 The HTTP side (`edge.io.commands`) authenticates the control plane and parses the body; here a
 command becomes SIP and media actions on the call: `hangup` sends BYE to both legs (or answers
 a ringing caller), `mute`/`unmute` stop or resume the media relayed from one party, `hold`/
-`unhold` re-INVITE one party with a=sendonly / a=sendrecv.
+`unhold` re-INVITE one party with a=sendonly / a=sendrecv, `transfer` replaces the callee
+by another party (blind).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from control.contracts.commands import AnyCommand, Hangup, Hold, Mute
+from control.contracts.commands import AnyCommand, Hangup, Hold, Mute, Transfer
 from edge.pbx.calls import CallManager
 from edge.pbx.media import LegName
 
@@ -26,7 +27,7 @@ class Outcome:
 DISPATCHED = Outcome(200, "Command dispatched")
 
 
-def execute(calls: CallManager, call_id: str, command: AnyCommand) -> Outcome:
+async def execute(calls: CallManager, call_id: str, command: AnyCommand) -> Outcome:
     call = calls.calls.get(call_id)
     if call is None:
         return Outcome(404, f"no active call {call_id!r} on this edge")
@@ -43,6 +44,11 @@ def execute(calls: CallManager, call_id: str, command: AnyCommand) -> Outcome:
     if isinstance(command, Hold):
         leg: LegName = "a" if command.leg_id == "caller" else "b"
         refused = calls.hold(call_id, leg, command.action == "hold")
+        return DISPATCHED if refused is None else Outcome(409, refused)
+    if isinstance(command, Transfer):
+        if command.attended:
+            return Outcome(501, "attended transfer is not supported by this edge yet")
+        refused = await calls.transfer(call_id, command.target)
         return DISPATCHED if refused is None else Outcome(409, refused)
     return Outcome(501, f"{command.action!r} is not supported by this edge yet")
 
