@@ -11,12 +11,11 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from datetime import datetime
 from typing import BinaryIO
 
 log = logging.getLogger("sdpbx.recording")
 
-__all__ = ["RecordingFile", "RecordingResult", "recording_key"]
+__all__ = ["RecordingFile", "RecordingResult"]
 
 SAMPLE_RATE = 8000
 CHANNELS = 2
@@ -37,13 +36,6 @@ def _header(data_size: int, riff_size: int) -> bytes:
         SAMPLE_RATE * FRAME_BYTES, FRAME_BYTES, SAMPLE_BYTES * 8,
         b"data", data_size,
     )
-
-
-def recording_key(call_id: str, started: datetime) -> str:
-    """The blob key of a call's recording (DESIGN §4): `recordings/YYYY/MM/DD/{call_id}.wav`,
-    dated by `started` (pass an aware UTC datetime). A `/` in the Call-ID becomes `_`."""
-    safe = call_id.replace("/", "_").replace("\\", "_")
-    return f"recordings/{started:%Y/%m/%d}/{safe}.wav"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
