@@ -183,7 +183,10 @@ class _BatchedWrites:
             self._running = False
 
 
-def _adopt(source: Path, target: Path) -> None:
+def move_durably(source: Path, target: Path) -> None:
+    """Move the file `source` to `target` so that it survives a crash: its bytes fsynced (the
+    writer may never have), renamed into place, or, across filesystems, copied atomically and
+    only then removed. Blocking: run it in a thread. The caller fsyncs `target`'s folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(source, os.O_RDONLY)
     try:
@@ -197,7 +200,10 @@ def _adopt(source: Path, target: Path) -> None:
             raise
         write_atomically(target, source)
         source.unlink()
-        return
+
+
+def _adopt(source: Path, target: Path) -> None:
+    move_durably(source, target)
     fsync_directory(target.parent)
 
 

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import threading
 import time
 import uuid
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from control.store.errors import StoreError, StoreUnavailable
-from control.store.local_blobs import fsync_directory, validate_key
+from control.store.local_blobs import fsync_directory, move_durably, validate_key
 from control.store.ports import OCTETS, BlobStore
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 DATA_SUFFIX = ".data"
 META_SUFFIX = ".json"
 TEMP_SUFFIX = ".tmp"
-_COPY_CHUNK = 1024 * 1024
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -143,7 +141,7 @@ class BlobSpool:
                 log.warning("write-through failed, spooling: %s", error, extra={"key": key})
         entry = self._new_entry(key, content_type)
         source = Path(path)
-        await self._persist(entry, lambda target: _move_file(source, target))
+        await self._persist(entry, lambda target: move_durably(source, target))
 
     def _new_entry(self, key: str, content_type: str) -> SpoolEntry:
         validate_key(key)  # now, so the caller hears of it; never a poison entry later
@@ -359,23 +357,3 @@ def _write_bytes(path: Path, data: bytes) -> None:
     os.replace(temp, path)  # the payload appears whole or not at all
 
 
-def _move_file(source: Path, path: Path) -> None:
-    # Whoever wrote the file may never have fsynced it: make its bytes durable first.
-    fd = os.open(source, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rename(source, path)
-    except OSError as error:
-        if error.errno != errno.EXDEV:
-            raise
-        # Another filesystem: copy, make the copy durable, and only then drop the original.
-        temp = path.with_name(path.name + TEMP_SUFFIX)
-        with source.open("rb") as src, temp.open("wb") as out:
-            shutil.copyfileobj(src, out, _COPY_CHUNK)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-        source.unlink()
