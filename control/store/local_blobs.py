@@ -194,7 +194,7 @@ def move_durably(source: Path, target: Path) -> None:
     finally:
         os.close(fd)
     try:
-        os.replace(source, target)
+        os.rename(source, target)  # POSIX: replaces an existing target too
     except OSError as error:
         if error.errno != errno.EXDEV:
             raise
