@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from control.contracts.signing import sign
 from control.store.errors import Conflict, NotFound, StoreError
+from control.store.factory import StoresProvider, as_provider
 from control.store.models import CdrEntry, DirectoryEntry, DirectoryKind, Page
 from control.store.ports import Stores
 
@@ -62,7 +63,6 @@ WAV = "audio/wav"
 MAX_MEDIA_BYTES = 200 * 1024 * 1024  # held in memory to sign it: a Lambda has 512 MB
 _RETRYABLE_4XX = frozenset({408, 429})
 
-StoresProvider = Callable[[], Awaitable[Stores]]
 Status = Literal["indexed", "skipped", "missing", "invalid", "retryable"]
 PushResult = Literal["delivered", "duplicate", "failed", "off"]
 
@@ -204,17 +204,6 @@ def multipart_body(
     return b"".join(parts) + f"--{boundary}--\r\n".encode("ascii")
 
 
-def _provider(stores: Stores | StoresProvider) -> StoresProvider:
-    if callable(stores):
-        return stores
-    opened = stores
-
-    async def get() -> Stores:
-        return opened
-
-    return get
-
-
 def delivered_marker(cdr_key: str) -> str:
     """The blob that records the delivery of the CDR at `cdr_key`."""
     match = CDR_KEY.fullmatch(cdr_key)
@@ -271,7 +260,7 @@ class CdrConsumer:
     ) -> None:
         if signer_secret is not None and not signer_secret:
             raise ValueError("signer_secret is empty")
-        self._stores = _provider(stores)
+        self._stores = as_provider(stores)
         self.push_url = push_url or None
         self._push_headers = dict(push_headers or {})
         self._secret = signer_secret

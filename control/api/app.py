@@ -24,6 +24,7 @@ from control.api.auth import Authenticator
 from control.api.endpoints import ApiContext, Endpoint
 from control.api.errors import EXCEPTION_HANDLERS, JSON
 from control.api.openapi import build, render_html
+from control.store.factory import StoresProvider, as_provider
 from control.store.models import ApiKey
 from control.store.ports import Stores
 
@@ -32,18 +33,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *status.ENDPOINTS, *extensions.ENDPOINTS, *directory.ENDPOINTS, *cdrs.ENDPOINTS,
     *keys.ENDPOINTS, *active_calls.ENDPOINTS, *cdr_deliveries.ENDPOINTS)
 DEFAULT_REALM = "sdpbx"
-StoresProvider = Callable[[], Awaitable[Stores]]
-
-
-def _provider(stores: Stores | StoresProvider) -> StoresProvider:
-    if callable(stores):
-        return stores
-    opened = stores
-
-    async def get() -> Stores:
-        return opened
-
-    return get
 
 
 def _mount(ep: Endpoint, ctx: ApiContext, auth: Authenticator) -> Callable[
@@ -80,7 +69,7 @@ def create_app(
     defaults, edge liveness), `monotonic` drives the key cache. `commands` delivers active-call
     commands to the owning edge (signed with the secret edges share); without it they get 409.
     """
-    provider = _provider(stores)
+    provider = as_provider(stores)
     ctx = ApiContext(stores=provider, realm=realm, clock=clock,
                      edges_timeout_s=edges_timeout_s, fixed_version=version,
                      commands=commands)

@@ -6,7 +6,25 @@ the embedded edge never loads aioboto3.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from control.store.ports import BlobSettings, BlobStore, Stores, StoreSettings
+
+# Opened stores, or an async function that gives them (a Lambda opens its clients lazily, once
+# per container, on the first request that needs them).
+StoresProvider = Callable[[], Awaitable[Stores]]
+
+
+def as_provider(stores: Stores | StoresProvider) -> StoresProvider:
+    """`stores` as a provider: already-opened stores are wrapped, a provider kept."""
+    if callable(stores):
+        return stores
+    opened = stores
+
+    async def get() -> Stores:
+        return opened
+
+    return get
 
 
 async def open_blobs(settings: BlobSettings) -> BlobStore:
