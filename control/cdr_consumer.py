@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # imported when a CDR is pushed: the API's cold start does no
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from control.contracts.cdr_push import CALLLOG_FIELD, closing, recording_heads, text_part
 from control.contracts.signing import sign
 from control.store.errors import Conflict, NotFound, StoreError
 from control.store.factory import StoresProvider, as_provider
@@ -57,9 +58,6 @@ log = logging.getLogger("sdpbx.cdr_consumer")
 DELIVERY_KIND: DirectoryKind = "cdr-delivery"
 DELIVERED_PREFIX = "cdr-deliveries/delivered/"
 CDR_KEY = re.compile(r"cdr/(\d{4}/\d{2}/\d{2}/[^/]+\.json)")
-CALLLOG_FIELD = "calllog.json"
-RECORDING_FIELD = "recording"
-WAV = "audio/wav"
 MAX_MEDIA_BYTES = 200 * 1024 * 1024  # held in memory to sign it: a Lambda has 512 MB
 _RETRYABLE_4XX = frozenset({408, 429})
 
@@ -173,35 +171,17 @@ def _default_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
 
 
-def _quoted(value: str) -> str:
-    # A Content-Disposition parameter value as browsers write it (WHATWG HTML, "multipart/
-    # form-data encoding algorithm"): `"`, CR and LF percent-encoded.
-    return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
-
-
 def multipart_body(
     boundary: str, cdr_json: bytes, *, call_id: str,
     recording: tuple[str, bytes] | None = None,
 ) -> bytes:
     """The push body (RFC 7578): `calllog.json`, then, with `recording` = (track id, WAV
     bytes), the fields `call_id`, `track_id` and the file part `recording`."""
-    def part(name: str, data: bytes, filename: str | None = None,
-             content_type: str | None = None) -> bytes:
-        disposition = f'form-data; name="{_quoted(name)}"'
-        if filename is not None:
-            disposition += f'; filename="{_quoted(filename)}"'
-        head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-        if content_type is not None:
-            head += f"Content-Type: {content_type}\r\n"
-        return head.encode("utf-8") + b"\r\n" + data + b"\r\n"
-
-    parts = [part(CALLLOG_FIELD, cdr_json)]
+    body = text_part(boundary, CALLLOG_FIELD, cdr_json)
     if recording is not None:
         track_id, wav = recording
-        parts += [part("call_id", call_id.encode("utf-8", "replace")),
-                  part("track_id", track_id.encode("utf-8", "replace")),
-                  part(RECORDING_FIELD, wav, f"{call_id}.wav", WAV)]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode("ascii")
+        body += recording_heads(boundary, call_id, track_id) + wav + b"\r\n"
+    return body + closing(boundary)
 
 
 def delivered_marker(cdr_key: str) -> str:

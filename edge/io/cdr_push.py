@@ -46,6 +46,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from control.contracts.cdr_push import CALLLOG_FIELD, closing, recording_heads, text_part
 from control.contracts.signing import SCHEME, SIGNATURE_HEADER, sign
 from control.store.local_blobs import fsync_directory
 from control.store.ports import OCTETS
@@ -56,9 +57,6 @@ from edge.pbx.security import LogThrottle
 log = logging.getLogger("sdpbx.cdr_push")
 
 ENVELOPE_CONTENT_TYPE = "application/vnd.sdpbx.cdr-push+json"
-WAV_CONTENT_TYPE = "audio/wav"
-CALLLOG_FIELD = "calllog.json"
-RECORDING_FIELD = "recording"
 _CHUNK = 256 * 1024
 _RETRYABLE_4XX = frozenset({408, 429})
 _MEDIA_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,120}")
@@ -115,40 +113,17 @@ class _FilePart:
 _Segment = bytes | _FilePart
 
 
-def _quote(value: str) -> str:
-    """A `form-data` parameter value, escaped as browsers do (WHATWG, RFC 7578 §4.2)."""
-    return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "replace")  # a lone surrogate from the wire becomes "?"
-
-
-def _part_head(boundary: str, name: str, *, filename: str | None = None,
-               content_type: str | None = None) -> bytes:
-    disposition = f'form-data; name="{_quote(name)}"'
-    if filename is not None:
-        disposition += f'; filename="{_quote(filename)}"'
-    head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-    if content_type is not None:
-        head += f"Content-Type: {content_type}\r\n"
-    return _utf8(head + "\r\n")
-
-
 def multipart_segments(
     boundary: str, cdr_json: bytes, *, call_id: str, recording: Path | None = None,
     recording_size: int = 0, track_id: str | None = None,
 ) -> list[_Segment]:
     """The body, as byte strings and at most one file to splice in (RFC 7578)."""
-    segments: list[_Segment] = [_part_head(boundary, CALLLOG_FIELD) + cdr_json + b"\r\n"]
+    segments: list[_Segment] = [text_part(boundary, CALLLOG_FIELD, cdr_json)]
     if recording is not None:
-        for name, value in (("call_id", call_id), ("track_id", track_id or "")):
-            segments.append(_part_head(boundary, name) + _utf8(value) + b"\r\n")
-        segments.append(_part_head(boundary, RECORDING_FIELD, filename=f"{call_id}.wav",
-                                   content_type=WAV_CONTENT_TYPE))
+        segments.append(recording_heads(boundary, call_id, track_id or ""))
         segments.append(_FilePart(recording, recording_size))
         segments.append(b"\r\n")
-    segments.append(f"--{boundary}--\r\n".encode("ascii"))
+    segments.append(closing(boundary))
     return segments
 
 

@@ -45,6 +45,7 @@ from control.contracts.cdr import (
     rfc3339_or_none,
     utc_milliseconds,
 )
+from control.contracts.cdr_push import WAV_CONTENT_TYPE
 from control.store.errors import StoreError, StoreUnavailable
 from control.store.models import CdrEntry
 from control.store.ports import CdrStore
@@ -55,7 +56,6 @@ from edge.sip.uri import SipUri, TelUri, parse_uri
 log = logging.getLogger("sdpbx.cdr")
 
 CDR_CONTENT_TYPE = "application/json"
-WAV_CONTENT_TYPE = "audio/wav"
 RECORDING_TRACK_ID = "stereo"  # the call recording: caller left, callee right
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@-")
