@@ -45,7 +45,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +54,6 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 
 # bench/register.py owns the process, /proc and SIPp-statistics helpers both benchmarks use.
 from register import (
@@ -66,9 +64,12 @@ from register import (
     cpu_seconds,
     error_kinds,
     free_port,
+    ladder_args,
+    ladder_parser,
     log,
     pinned,
     read_sipp_stats,
+    stop_on_signals,
     wait_udp_listening,
     wait_until_quiet,
 )
@@ -89,11 +90,6 @@ RTP_PORTS = (30000, 39999)
 # The SIPp binary (--sipp): a copy under another name is safe from a neighbour's `pkill sipp`.
 SIPP = ["sipp"]
 PCMU_FILE = "bench-pcmu.raw"  # the name bench/sipp/uac_call.xml streams from its working dir
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    PROCESSES.stop_all()
-    sys.exit(128 + signum)
 
 
 # --- the targets -------------------------------------------------------------------------------
@@ -503,42 +499,14 @@ def verdict(steps: Sequence[Step], targets: Sequence[Target]) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="short ladder, 3 s steps")
-    parser.add_argument("--rates", help="comma-separated calls per second")
-    parser.add_argument("--duration", type=float,
-                        help="seconds of call creation per step (default 10, quick 3)")
+    parser = ladder_parser(__doc__, unit="calls", targets=TARGETS, settle_s=3.0)
     parser.add_argument("--hold-ms", type=int, default=1000, help="call hold (default 1000)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help=",".join(TARGETS))
-    parser.add_argument("--keep-going", action="store_true",
-                        help="go on up a target's ladder after a failing step")
-    parser.add_argument("--settle", type=float, default=3.0, help="pause between steps (s)")
-    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
-                        help="before each step, wait up to this long for the machine to be "
-                             "nearly idle (< 0.3 busy cores; for shared machines)")
-    parser.add_argument("--no-pin", action="store_true", help="do not taskset")
     parser.add_argument("--sipp", default="sipp", help="the SIPp binary (default: sipp)")
-    parser.add_argument("--workdir", type=Path, help="keep configs, logs and stats here")
     parser.add_argument("--out", type=Path, help="write every step as JSON here")
-    args = parser.parse_args(argv)
-    if args.rates:
-        args.rates = [int(rate) for rate in args.rates.split(",")]
-    else:
-        args.rates = list(QUICK_LADDER if args.quick else FULL_LADDER)
-    if args.duration is None:
-        args.duration = 3.0 if args.quick else 10.0
-    args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
-    unknown = set(args.targets) - set(TARGETS)
-    if unknown:
-        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
-    if not 0 < args.duration <= 120 or not 0 <= args.hold_ms <= 30_000:
-        parser.error("bounded: 0 < --duration <= 120, 0 <= --hold-ms <= 30000")
-    if not 0 <= args.quiet_wait <= 600:
-        parser.error("bounded: 0 <= --quiet-wait <= 600")
-    if any(not 1 <= rate <= 10_000 for rate in args.rates):
-        parser.error("bounded: 1 <= rate <= 10000")
+    args = ladder_args(parser, parser.parse_args(argv), targets=TARGETS, quick=QUICK_LADDER,
+                       full=FULL_LADDER, max_rate=10_000)
+    if not 0 <= args.hold_ms <= 30_000:
+        parser.error("bounded: 0 <= --hold-ms <= 30000")
     return args
 
 
@@ -554,8 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     two_cores = (os.cpu_count() or 1) >= 2
     target_cpu, sipp_cpu = (None, None) if args.no_pin or not two_cores else (1, 0)
     atexit.register(PROCESSES.stop_all)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stop_on_signals()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sdpbx-callbench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -119,6 +119,12 @@ class Processes:
 PROCESSES = Processes()
 
 
+def stop_on_signals() -> None:
+    """SIGTERM/SIGINT stop every process this benchmark started, then exit."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
     PROCESSES.stop_all()
     sys.exit(128 + signum)
@@ -577,43 +583,61 @@ def verdict(steps: Sequence[Step]) -> list[str]:
 # --- main --------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def ladder_parser(description: str | None, *, unit: str, targets: Sequence[str],
+                  settle_s: float) -> argparse.ArgumentParser:
+    """The options every rate-ladder benchmark takes (this one and bench/calls.py)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="short ladder, 3 s steps")
-    parser.add_argument("--rates", help="comma-separated registrations per second")
+    parser.add_argument("--rates", help=f"comma-separated {unit} per second")
     parser.add_argument("--duration", type=float, help="seconds per step (default 10, quick 3)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="sdpbx,kamailio")
-    parser.add_argument("--users", type=int, default=10_000, help="distinct users (<= 100000)")
+    parser.add_argument("--targets", default=",".join(targets), help=",".join(targets))
     parser.add_argument("--keep-going", action="store_true",
                         help="go on up a target's ladder after a failing step")
-    parser.add_argument("--settle", type=float, default=2.0, help="pause between steps (s)")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy sdpbx at its highest zero-failure rate")
+    parser.add_argument("--settle", type=float, default=settle_s,
+                        help="pause between steps (s)")
     parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
                         help="before each step, wait up to this long for the machine to be "
                              "nearly idle (< 0.3 busy cores; for shared machines)")
     parser.add_argument("--no-pin", action="store_true", help="do not taskset")
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and stats here")
-    parser.add_argument("--json", type=Path, help="write every step as JSON here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def ladder_args(parser: argparse.ArgumentParser, args: argparse.Namespace, *,
+                targets: Sequence[str], quick: Sequence[int], full: Sequence[int],
+                max_rate: int) -> argparse.Namespace:
+    """Normalise and bound the options of `ladder_parser` (the parser's error on a bad one)."""
     if args.rates:
         args.rates = [int(rate) for rate in args.rates.split(",")]
     else:
-        args.rates = list(QUICK_LADDER if args.quick else FULL_LADDER)
+        args.rates = list(quick if args.quick else full)
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
-    unknown = set(args.targets) - set(TARGETS)
+    unknown = set(args.targets) - set(targets)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
-    if not 0 < args.duration <= 120 or not 1 <= args.users <= 100_000:
-        parser.error("bounded: 0 < --duration <= 120, 1 <= --users <= 100000")
+    if not 0 < args.duration <= 120:
+        parser.error("bounded: 0 < --duration <= 120")
     if not 0 <= args.quiet_wait <= 600:
         parser.error("bounded: 0 <= --quiet-wait <= 600")
-    if any(not 1 <= rate <= 50_000 for rate in args.rates):
-        parser.error("bounded: 1 <= rate <= 50000")
+    if any(not 1 <= rate <= max_rate for rate in args.rates):
+        parser.error(f"bounded: 1 <= rate <= {max_rate}")
+    return args
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = ladder_parser(__doc__, unit="registrations", targets=TARGETS, settle_s=2.0)
+    parser.add_argument("--users", type=int, default=10_000, help="distinct users (<= 100000)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy sdpbx at its highest zero-failure rate")
+    parser.add_argument("--json", type=Path, help="write every step as JSON here")
+    args = ladder_args(parser, parser.parse_args(argv), targets=TARGETS, quick=QUICK_LADDER,
+                       full=FULL_LADDER, max_rate=50_000)
+    if not 1 <= args.users <= 100_000:
+        parser.error("bounded: 1 <= --users <= 100000")
     return args
 
 
@@ -628,8 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     two_cores = (os.cpu_count() or 1) >= 2
     target_cpu, sipp_cpu = (None, None) if args.no_pin or not two_cores else (1, 0)
     atexit.register(PROCESSES.stop_all)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stop_on_signals()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sdpbx-regbench-"))
     workdir.mkdir(parents=True, exist_ok=True)
