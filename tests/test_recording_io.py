@@ -4,7 +4,6 @@ over real UDP on 127.0.0.1 (two phones send PCMU tones; the WAV must have each i
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import wave
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from edge.io.rtp_relay import RelayedCall, RtpRelay
 from edge.media.g711 import ulaw_encode
 from edge.media.recorder import StereoRecorder
 from edge.pbx.cdr import recording_key
+from tests.test_rtp_io import free_range
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,30 +118,6 @@ class Phone(asyncio.DatagramProtocol):
     def send(self, data: bytes, port: int) -> None:
         assert self.transport is not None
         self.transport.sendto(data, (LOCAL, port))
-
-
-def free_range(pairs: int) -> int:
-    """An even port whose next `2 * pairs` ports are bindable on 127.0.0.1 right now."""
-    for _ in range(50):
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.bind((LOCAL, 0))
-        base: int = probe.getsockname()[1] & ~1
-        probe.close()
-        if base + 2 * pairs > 65535:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + 2 * pairs):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind((LOCAL, port))
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-        return base
-    raise RuntimeError("no free port range on 127.0.0.1")
 
 
 class Rig:

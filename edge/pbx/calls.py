@@ -43,6 +43,7 @@ from edge.sip.events import (
     ResponseReceived,
     TransactionFailed,
 )
+from edge.sip.grammar import format_host_port
 from edge.sip.message import Request, Response, make_response, new_request
 from edge.sip.transaction import build_cancel
 from edge.sip.uri import SipUri, TelUri, parse_uri
@@ -592,7 +593,7 @@ class CallManager:
             call_id=call_id or f"{self._token()}{self._token()}",
             cseq=cseq,
             max_forwards=70 if forwards is None else min(70, forwards - 1),
-            contact=f"<sip:{_format_host(host)}:{port}{contact_params}>",
+            contact=f"<sip:{format_host_port(host, port)}{contact_params}>",
             headers=headers,
             body=body,
         )
@@ -1010,7 +1011,7 @@ class CallManager:
         )
         host, port = self._local(transport)
         params = "" if transport == "UDP" else f";transport={transport.lower()}"
-        return f"<sip:{_format_host(host)}:{port}{params}>"
+        return f"<sip:{format_host_port(host, port)}{params}>"
 
     def _respond_a(self, call: Call, status: int, reason: str | None, *,
                    body: bytes = b"") -> None:
@@ -1502,10 +1503,6 @@ def _user_of(uri: Any) -> str:
 
 def _is_sdp(content_type: str | None) -> bool:
     return content_type is None or content_type.split(";")[0].strip().lower() == SDP
-
-
-def _format_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _log_rewrite_failure(task: asyncio.Task[bytes]) -> None:
