@@ -35,14 +35,18 @@ from control.store.ports import Stores
 from control.store.spool import BlobSpool
 from edge.config import VERSION, Config, default_realm, store_settings
 from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
+from edge.io.app_media import SpoolRecordings
+from edge.io.applications import ApplicationClient, EventChannel
 from edge.io.cdr_push import CdrPusher, CdrSigner
-from edge.io.commands import command_route
+from edge.io.commands import command_route, originate_route
+from edge.io.control_client import RequestSigner, build_client
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
 from edge.io.rtp_relay import RelayedCall, RtpRelay
 from edge.io.sip_server import TOKENS, SipServer
 from edge.io.webhooks import FireAndForgetQueue, WebhookSender
 from edge.metrics import Metrics
+from edge.pbx.application import InboundApplications, MediaServices
 from edge.pbx.auth import DigestAuthenticator, nonce_secret
 from edge.pbx.call_records import CallLedger, CallStateWriter, recover_calls
 from edge.pbx.calls import Call, CallManager, CallSettings
@@ -101,8 +105,14 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         await spool.start()
         stack.push_async_callback(spool.stop)
         metrics.on_scrape(lambda m: m.set_spool(spool.pending(), spool.oldest_age()))
-        # One pooled HTTP client for every webhook and HTTP user backend of this edge.
-        http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
+        # One pooled HTTP client for every webhook, HTTP user backend and control function of
+        # this edge: the URL picks the transport (https, `lambda:`, or `control:` = a control
+        # app in-process over the same stores); an unsigned request gets the [webhooks] signature.
+        http_client = build_client(
+            control_app=create_app(stores, realm=default_realm(config)),
+            signer=(RequestSigner(config.webhooks.secret, config.webhooks.key_id)
+                    if config.webhooks.secret else None),
+            limits=httpx.Limits(max_connections=200))
         stack.push_async_callback(http_client.aclose)
 
         guard = BruteForceGuard(
@@ -179,7 +189,7 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             cache_authoritative=config.store.backend == "sqlite",
             token=TOKENS.token,
         )
-        calls, ledger, router = await _build_calls(
+        calls, ledger, router, apps = await _build_calls(
             config, stack, sip=sip, stores=stores, spool=spool, http_client=http_client,
             authenticator=authenticator, registrar=registrar, users=users, metrics=metrics,
             edge_id=edge_id, webhook_secret=webhook_secret,
@@ -213,6 +223,15 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         )
         # The control plane reaches this edge's calls here, signed with the shared secret.
         commands = command_route(calls, secrets={config.webhooks.key_id: webhook_secret})
+        # ... and places calls for the outbound-call API, whose applications it then runs.
+        originate = originate_route(
+            calls, secrets={config.webhooks.key_id: webhook_secret},
+            applications=apps.client, media=apps.media,
+            # A bare extension or number is completed with the domain phones register to:
+            # the first realm, else this edge's own SIP address.
+            domain=proxy.realms[0] if proxy.realms else _advertised(sip.udp_address),
+            edge_id=edge_id,
+        )
         # Embedded mode: the control plane's API (/console, /api/v1, /openapi.json) is served
         # here, in-process, over the same stores; its commands reach this edge (or another
         # one sharing the stores) through the signed endpoint above.
@@ -222,9 +241,10 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
                                        key_id=config.webhooks.key_id),
         )
         app = build_http_app(status=status, metrics=metrics,
-                             routes=[commands, Mount("", app=control)])
+                             routes=[commands, originate, Mount("", app=control)])
         http = await HttpServer.start(app, config.http.host, config.http.port)
         stack.push_async_callback(http.close)
+        apps.public_url = f"http://{format_address((_advertised(http.address), http.address[1]))}"
 
         heartbeat = Heartbeat(
             registry=stores.edges,
@@ -277,8 +297,9 @@ async def _build_calls(
     metrics: Metrics,
     edge_id: str,
     webhook_secret: str,
-) -> tuple[CallManager, CallLedger, CallRouter]:
-    """The B2BUA and what it needs: routes, trunks, the RTP relay, call records, CDRs."""
+) -> tuple[CallManager, CallLedger, CallRouter, _Applications]:
+    """The B2BUA and what it needs: routes, trunks, the RTP relay, call records, CDRs, and
+    the call applications' HTTP client and media."""
     proxy = config.proxy
     trunks = TrunkDirectory(proxy.trunks)
     http_router = None
@@ -323,6 +344,13 @@ async def _build_calls(
     recordings = Path(config.store.spool_path) / "recording"
     recordings.mkdir(parents=True, exist_ok=True)
     limiter = TrunkLimiter(proxy.trunks)
+    client = ApplicationClient(client=http_client, secret=webhook_secret,
+                               key_id=config.webhooks.key_id, observer=metrics)
+    apps = _Applications(client=client)
+    apps.media = MediaServices(
+        recordings=SpoolRecordings(spool, recordings / "steps", lambda: apps.public_url))
+    starter = InboundApplications(fetcher=client, events=lambda: EventChannel(client),
+                                  clock=time.time, media=apps.media)
     calls = CallManager(
         sip,
         local_address=lambda transport: (
@@ -341,6 +369,7 @@ async def _build_calls(
         sink=ledger,
         observer=metrics,
         token=TOKENS.token,
+        applications=starter,
         settings=CallSettings(
             max_ring_time_s=proxy.max_ring_time,
             max_call_duration_s=proxy.max_call_duration,
@@ -353,6 +382,7 @@ async def _build_calls(
             recording_dir=str(recordings),
         ),
     )
+    starter.calls = calls
     metrics.on_scrape(lambda m: m.set_calls(len(calls.calls), calls.started))
     if relay is not None and proxy.rtp_timeout:
         watchdog = asyncio.get_running_loop().create_task(
@@ -366,7 +396,16 @@ async def _build_calls(
                                limiter=limiter)
     await routing.start()
     stack.push_async_callback(routing.stop)
-    return calls, ledger, router
+    return calls, ledger, router, apps
+
+
+@dataclass(slots=True, kw_only=True)
+class _Applications:
+    """The call applications' parts the HTTP side needs too (outbound calls)."""
+
+    client: ApplicationClient
+    media: MediaServices | None = None
+    public_url: str = "http://127.0.0.1"  # the control API, as applications reach it
 
 
 def _advertised(address: tuple[str, int]) -> str:

@@ -118,13 +118,25 @@ def split_host_port(value: str) -> tuple[str, int]:
 # --- [proxy] and the integration sections RustPBX users bring --------------------------------
 
 
+class SigV4Config(_Section):
+    """Ours: `sigv4 = {service = "lambda", region = "eu-west-1"}` on a control function's
+    section signs its https requests with AWS SigV4 (credentials from the default chain):
+    `execute-api` for an IAM-authorised API Gateway route, `lambda` for a function URL.
+    `region` defaults to `AWS_REGION`. `lambda:` URLs are signed by the AWS SDK anyway."""
+
+    service: Literal["execute-api", "lambda"] = "execute-api"
+    region: NonEmptyStr | None = None
+
+
 class HttpRouterConfig(_Section):
-    """`[proxy.http_router]`: the call routing webhook (COMPAT.md, "Call routing webhook")."""
+    """`[proxy.http_router]`: the call routing webhook (COMPAT.md, "Call routing webhook").
+    `url` may also be `lambda:<function>[/path]` or `control:/path` (edge.io.control_client)."""
 
     url: NonEmptyStr
     timeout_ms: TimeoutMs = 5000
     fallback_to_static: bool = False
     headers: dict[str, str] = Field(default_factory=dict)
+    sigv4: SigV4Config | None = None
 
 
 class MemoryUser(_Section):
@@ -157,6 +169,7 @@ class HttpUserBackend(_Section):
     request_uri_field: NonEmptyStr = "request_uri"
     http_timeout_ms: TimeoutMs = 5000
     headers: dict[str, str] = Field(default_factory=dict)
+    sigv4: SigV4Config | None = None  # ours, as on [proxy.http_router]
 
 
 class DirectoryUserBackend(_Section):
@@ -496,6 +509,34 @@ class LogConfig(_Section):
     format: Literal["json", "text"] = "text"
 
 
+class MediaConfig(_Section):
+    """`[media]` (ours): prompts for call applications (play/stream steps, edge.io.prompts)."""
+
+    # File sources of play steps are names relative to this folder (no `..`, no absolute paths).
+    prompts_dir: NonEmptyStr = "./prompts"
+    # URL prompts and speech are cached here (decoded 8 kHz WAV); default: <spool_path>/cache.
+    cache_dir: NonEmptyStr | None = None
+    # Seconds a cached URL prompt is played before the origin is asked again (a conditional GET:
+    # 304 keeps the cached audio); 0 = ask on every play.
+    prompt_revalidate_s: Annotated[int, Field(ge=0, le=31_536_000)] = 300
+    prompt_timeout_ms: TimeoutMs = 10_000
+    prompt_max_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = 20 * 1024 * 1024
+    # Decoded prompts and speech kept in memory (least recently used dropped first).
+    memory_cache_mb: Annotated[int, Field(ge=0, le=65_536)] = 64
+
+
+class TtsConfig(_Section):
+    """`[tts]` (ours): the text-to-speech engine of say/talk steps (edge.io.tts)."""
+
+    engine: Literal["espeak", "polly"] = "espeak"
+    # The voice when a step names none: an espeak-ng voice ("en-us", "en-gb+f3") or a Polly
+    # VoiceId ("Joanna"). None: the step's language decides, else English (US).
+    voice: NonEmptyStr | None = None
+    polly_region: NonEmptyStr | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION
+    polly_engine: Literal["standard", "neural"] = "standard"
+    timeout_ms: TimeoutMs = 20_000
+
+
 class Config(_Section):
     """The whole file. `Config()` is the embedded default."""
 
@@ -506,6 +547,8 @@ class Config(_Section):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     webhooks: WebhookSigningConfig = Field(default_factory=WebhookSigningConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
     edge_id: str | None = None  # this edge's id in the shared state; default: hostname-port
 
 
@@ -651,6 +694,12 @@ def default_realm(config: Config) -> str:
     """The realm users are created in and challenged with when none is named: the first of
     `[proxy] realms`, else "sdpbx"."""
     return config.proxy.realms[0] if config.proxy.realms else DEFAULT_REALM
+
+
+def media_cache_dir(config: Config) -> str:
+    """Where URL prompts and speech are cached: `[media] cache_dir`, else `cache` inside
+    `[store] spool_path` (the spool reads only its own `*.json`/`*.data` entries there)."""
+    return config.media.cache_dir or os.path.join(config.store.spool_path, "cache")
 
 
 def store_settings(config: Config) -> StoreSettings:

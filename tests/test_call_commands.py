@@ -64,7 +64,7 @@ def test_hangup_command_ends_the_call_on_the_wire(tmp_path: Path) -> None:
         assert command(edge, "no-such-call", {"action": "hangup"}).status_code == 404
         bad = command(edge, call_id, {"action": "hangup", "code": 99})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "hangup.code"
-        assert command(edge, call_id, {"action": "send_dtmf", "digits": "1"}).status_code == 501
+        assert command(edge, call_id, {"action": "accept"}).status_code == 501
         # An unknown transfer target is refused; the call goes on.
         assert command(edge, call_id, {"action": "transfer", "target": "1099"}).status_code == 409
         reply = command(edge, call_id, {"action": "hangup", "reason": "operator"})
@@ -313,3 +313,19 @@ def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path) -> Non
     finally:
         caller_media.close()
         second_media.close()
+
+
+def test_send_dtmf_reaches_the_callee_as_info(tmp_path: Path) -> None:
+    port = free_udp_port()
+    config = pbx_config(tmp_path, trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_dtmf.xml", port)  # checks INFO Signal=1, then Signal=#
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge)
+        call_id = wait_answered(tmp_path)
+        bad = command(edge, call_id, {"action": "send_dtmf", "digits": "12x"})
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "send_dtmf.digits"
+        reply = command(edge, call_id, {"action": "send_dtmf", "digits": "1#", "gap_ms": 50})
+        assert reply.status_code == 200, reply.text
+        time.sleep(0.8)
+        assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+        run_call(caller, callee, edge)

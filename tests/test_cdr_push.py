@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from control.contracts.blob_keys import cdr_key, recording_key
 from control.contracts.cdr import CallDetailRecord
 from control.contracts.signing import SIGNATURE_HEADER, sign, verification_failure
 from control.store.local_blobs import LocalBlobStore
@@ -43,7 +44,7 @@ from edge.io.cdr_push import (
     HttpCdrSink,
 )
 from edge.io.http import HttpServer
-from edge.pbx.cdr import CdrWriter, build_cdr, cdr_key, recording_key
+from edge.pbx.cdr import CdrWriter, build_cdr
 
 SECRET = "cdr-receiver-secret"
 KEY_ID = "k1"

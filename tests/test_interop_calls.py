@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from control.contracts.blob_keys import safe_call_id
 from control.contracts.cdr import CallDetailRecord
-from edge.pbx.cdr import safe_call_id
 from tests.audio_checks import band_share, dominant_frequency, read_wav, rms, write_tone
 from tests.edge_process import EdgeProcess, running_edge
 from tests.interop.clients.softphones import (

@@ -16,11 +16,11 @@ import numpy.typing as npt
 import pytest
 import uvloop
 
+from control.contracts.blob_keys import recording_key
 from edge.io.recording import RecordingFile, RecordingResult
 from edge.io.rtp_relay import RelayedCall, RtpRelay
 from edge.media.g711 import ulaw_encode
 from edge.media.recorder import StereoRecorder
-from edge.pbx.cdr import recording_key
 from tests.test_rtp_io import free_range
 
 pytestmark = pytest.mark.timeout(30)

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from control.api.endpoints import ApiContext, Endpoint, page_args
 from control.api.errors import JSON, ApiError
+from control.contracts.calls import ORIGINATE_PATH
 from control.contracts.commands import parse_command
 from control.contracts.signing import sign
 from control.store.errors import NotFound
@@ -49,11 +50,25 @@ class EdgeCommandClient:
         self._key_id = key_id
         self._clock = clock
 
+    @property
+    def signing_key(self) -> tuple[str, str]:
+        """(key id, secret): what edges sign their requests to the control plane with too."""
+        return self._key_id, self._secret
+
     async def deliver(self, http_address: str, call_id: str, body: bytes) -> tuple[int, Any]:
         """(status, JSON reply) from the edge; (409, reason) when it cannot be reached."""
+        return await self._post(f"http://{http_address}/internal/calls/{call_id}/commands",
+                                http_address, call_id, body)
+
+    async def originate(self, http_address: str, call_id: str, body: bytes) -> tuple[int, Any]:
+        """Ask an edge to place a call (`control.contracts.calls.Originate`); like `deliver`."""
+        return await self._post(f"http://{http_address}{ORIGINATE_PATH}", http_address,
+                                call_id, body)
+
+    async def _post(self, url: str, http_address: str, call_id: str,
+                    body: bytes) -> tuple[int, Any]:
         import httpx
 
-        url = f"http://{http_address}/internal/calls/{call_id}/commands"
         headers = {"Content-Type": "application/json",
                    **sign(body, secret=self._secret, key_id=self._key_id, now=self._clock())}
         if self._client is None:
@@ -62,7 +77,7 @@ class EdgeCommandClient:
             reply = await self._client.post(url, content=body, headers=headers,
                                             timeout=COMMAND_TIMEOUT_S)
         except httpx.HTTPError as exc:
-            log.warning("command not delivered to %s: %s", http_address, exc,
+            log.warning("request not delivered to edge %s: %s", http_address, exc,
                         extra={"call_id": call_id})
             return 409, f"the call's edge is unreachable ({type(exc).__name__})"
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,11 +18,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from control.api import active_calls, cdr_deliveries, cdrs, directory, extensions, keys, status
+from control.api import (
+    active_calls,
+    cdr_deliveries,
+    cdrs,
+    directory,
+    extensions,
+    keys,
+    outbound,
+    status,
+)
 from control.api.active_calls import EdgeCommandClient
 from control.api.auth import Authenticator
 from control.api.endpoints import ApiContext, Endpoint
 from control.api.errors import EXCEPTION_HANDLERS, JSON
+from control.api.functions import Functions, edge_secrets_of
 from control.api.openapi import build, render_html
 from control.store.factory import StoresProvider, as_provider
 from control.store.models import ApiKey
@@ -31,7 +41,8 @@ from control.store.ports import Stores
 PREFIXES: tuple[str, ...] = ("/console", "/api/v1")
 ENDPOINTS: tuple[Endpoint, ...] = (
     *status.ENDPOINTS, *extensions.ENDPOINTS, *directory.ENDPOINTS, *cdrs.ENDPOINTS,
-    *keys.ENDPOINTS, *active_calls.ENDPOINTS, *cdr_deliveries.ENDPOINTS)
+    # /calls/active before /calls/{call_id}: routes match in order.
+    *keys.ENDPOINTS, *active_calls.ENDPOINTS, *outbound.ENDPOINTS, *cdr_deliveries.ENDPOINTS)
 DEFAULT_REALM = "sdpbx"
 
 
@@ -59,6 +70,7 @@ def create_app(
     version: str | None = None,
     endpoints: Sequence[Endpoint] = ENDPOINTS,
     commands: EdgeCommandClient | None = None,
+    edge_secrets: Mapping[str, str | bytes] | None = None,
 ) -> Starlette:
     """The management API.
 
@@ -68,6 +80,9 @@ def create_app(
     store read (and so how long a deleted key may still work). `clock` gives Unix time (CDR
     defaults, edge liveness), `monotonic` drives the key cache. `commands` delivers active-call
     commands to the owning edge (signed with the secret edges share); without it they get 409.
+    `edge_secrets` (key id -> secret; default: the one `commands` signs with) verify the
+    edges' signed requests to the control functions (`/functions/*`, `control.api.functions`);
+    without any, only in-process requests of the embedded mode reach them.
     """
     provider = as_provider(stores)
     ctx = ApiContext(stores=provider, realm=realm, clock=clock,
@@ -78,12 +93,16 @@ def create_app(
         return (await provider()).directory.get_api_key
 
     auth = Authenticator(key_lookup, clock=monotonic, ttl_s=key_cache_ttl_s)
+    functions = Functions(
+        edge_secrets if edge_secrets is not None else edge_secrets_of(commands),
+        clock=clock, monotonic=monotonic)
     ctx.forget_key = auth.forget
     document: dict[str, Any] = {}
 
     def openapi_document() -> dict[str, Any]:
         if not document:
             document.update(build(endpoints, PREFIXES, ctx.version()))
+            functions.add_to_openapi(document, ctx.version())
         return document
 
     async def openapi(request: Request) -> Response:
@@ -98,7 +117,11 @@ def create_app(
     for prefix in PREFIXES:
         routes += [Route(prefix + ep.path, _mount(ep, ctx, auth), methods=[ep.method])
                    for ep in endpoints]
+    # The control functions the edge invokes: at the root, as `control:/functions/...` names them.
+    routes += [Route(ep.path, _mount(ep, ctx, auth), methods=[ep.method])
+               for ep in functions.endpoints]
     app = Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
     app.state.context = ctx
     app.state.authenticator = auth
+    app.state.functions = functions
     return app

@@ -24,6 +24,7 @@ from control.api.endpoints import (
 )
 from control.api.errors import JSON, ApiError
 from control.contracts.api import CdrIndexEntry, CdrPage, CdrQueryBody
+from control.contracts.blob_keys import step_recording_key
 from control.store.errors import NotFound
 from control.store.models import CdrEntry
 from control.store.ports import CdrQuery
@@ -129,6 +130,22 @@ async def get_recording(request: Request, ctx: ApiContext) -> Response:
     )
 
 
+async def get_step_recording(request: Request, ctx: ApiContext) -> Response:
+    """A `record` step's WAV (it may be requested while the call still runs)."""
+    stores = await ctx.stores()
+    call_id = path_param(request, "call_id")
+    raw = path_param(request, "index")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise ApiError(404, f"no recording {raw!r}")
+    key = step_recording_key(call_id, int(raw))
+    url = await stores.blobs.presign(key, PRESIGN_EXPIRES_S)
+    if url is not None:
+        return RedirectResponse(url, status_code=302)
+    if not await stores.blobs.exists(key):
+        raise ApiError(404, f"call {call_id!r} has no recording {raw} (yet)")
+    return StreamingResponse(stores.blobs.stream(key), media_type="audio/wav")
+
+
 _Q = (
     ("from", "start, RFC 3339 or Unix seconds (default: 30 days before `to`)"),
     ("to", "end (exclusive), RFC 3339 or Unix seconds (default: now)"),
@@ -148,4 +165,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(method="GET", path="/call-records/{call_id}/recording", handler=get_recording,
              scope="read", summary="The recording: 302 to a presigned URL, or the WAV",
              tag="call-records"),
+    Endpoint(method="GET", path="/call-records/{call_id}/recordings/{index}",
+             handler=get_step_recording, scope="read", tag="call-records",
+             summary="The WAV of a call's n-th record step (302 to S3, or streamed)"),
 )

@@ -55,17 +55,29 @@ class Transfer(_Command):
     attended: bool = False
 
 
+class SendDtmf(_Command):
+    """Send `digits` to one party (`leg_id`: `callee`, the default, or `caller`), one SIP INFO
+    per digit (`application/dtmf-relay`, the form SIP phones and gateways take), `duration_ms`
+    each, `gap_ms` apart."""
+
+    action: Literal["send_dtmf"]
+    digits: str = Field(pattern=r"^[0-9*#A-Da-d]{1,64}$")
+    leg_id: Literal["caller", "callee"] = "callee"
+    duration_ms: int = Field(default=160, ge=40, le=2000)
+    gap_ms: int = Field(default=100, ge=0, le=2000)
+
+
 class Unsupported(_Command):
     """Commands COMPAT.md lists that this edge does not carry out yet (501)."""
 
     model_config = ConfigDict(extra="allow")
     action: Literal[
-        "accept", "send_dtmf", "play", "stop_playback",
+        "accept", "play", "stop_playback",
         "start_recording", "stop_recording", "pause_recording", "resume_recording",
     ]
 
 
-AnyCommand = Hangup | Mute | Hold | Transfer | Unsupported
+AnyCommand = Hangup | Mute | Hold | Transfer | SendDtmf | Unsupported
 Command = Annotated[AnyCommand, Field(discriminator="action")]
 _COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 
@@ -89,6 +101,7 @@ __all__ = [
     "Hangup",
     "Hold",
     "Mute",
+    "SendDtmf",
     "Transfer",
     "Unsupported",
     "parse_command",

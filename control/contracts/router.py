@@ -41,6 +41,7 @@ ROUTE_ACTIONS: frozenset[str] = frozenset(
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # A value that would end the header line (or the header section) early.
 _LINE_BREAKS = frozenset("\r\n\x00")
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*", re.IGNORECASE)
 
 
 def _or_empty_list(value: object) -> object:
@@ -70,7 +71,8 @@ class RouteRequest(BaseModel):
     serialise with `model_dump(by_alias=True)` (or `model_dump_json(by_alias=True)`).
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True,
+                              defer_build=True)
 
     call_id: str = Field(description="The Call-ID of the INVITE.")
     from_: str = Field(
@@ -102,13 +104,15 @@ class RouteResponse(BaseModel):
       (`sequential`, failover) or all at once (`parallel`, the first answer wins).
     - `reject` / `abort`: answer `status` (400-699, default 403) with `reason`.
     - `not_handled`: use the static routes. `spam`: drop the call without an answer.
-    - `answer` (ours): answer the call and run `steps` (call-control objects, at least one).
+    - `answer` (ours): answer the call and run `steps` (call-control objects, at least one),
+      or, instead of steps, `answer_url`: an http(s) URL the edge fetches for the steps (the
+      default router's answer for an application's number).
 
     `timeout` (maximum call duration), `max_ring_time` and `rtp_timeout` are seconds;
     `headers` are added to the outgoing INVITEs; `extensions` are copied into the CDR.
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     action: RouteAction
     targets: Annotated[list[Annotated[str, Field(min_length=1)]],
@@ -131,6 +135,17 @@ class RouteResponse(BaseModel):
         default_factory=list
     )
     steps: list[dict[str, Any]] | None = None
+    answer_url: str | None = Field(
+        default=None,
+        description="answer: where the edge fetches the steps (http or https), when `steps` "
+        "are not given.",
+    )
+    fallback_answer_url: str | None = Field(
+        default=None, description="answer: fetched when answer_url fails."
+    )
+    event_url: str | None = Field(
+        default=None, description="answer: where the call's events go (status, input...)."
+    )
 
     @field_validator("headers")
     @classmethod
@@ -148,13 +163,20 @@ class RouteResponse(BaseModel):
         # fails like any invalid reply (static routes when fallback_to_static, else 503).
         if self.action == "forward" and not self.targets:
             raise ValueError("a forward reply needs at least one target")
-        if self.action == "answer" and not self.steps:
-            raise ValueError("an answer reply needs steps")
+        if self.action == "answer" and not self.steps and not self.answer_url:
+            raise ValueError("an answer reply needs steps or an answer_url")
         if self.action in ("reject", "abort") and self.status is not None and not (
             400 <= self.status <= 699
         ):
             raise ValueError(f"status {self.status} cannot refuse a call (use 400-699)")
         return self
+
+    @field_validator("answer_url", "fallback_answer_url", "event_url")
+    @classmethod
+    def _answer_url(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTP_URL.fullmatch(value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("reason")
     @classmethod

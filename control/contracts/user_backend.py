@@ -42,7 +42,7 @@ def _hex_digest(value: str | None, lengths: tuple[int, ...]) -> str | None:
 class UserBackendQuery(BaseModel):
     """What the edge sends (query string or form), with the default field names."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     username: Annotated[str, Field(min_length=1)]
     realm: str = ""
@@ -60,7 +60,7 @@ class UserBackendAnswer(BaseModel):
     the user with 403 (null or absent means enabled).
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     username: Annotated[str, Field(min_length=1)]
     password: str | None = Field(default=None, repr=False)
@@ -114,7 +114,7 @@ class UserBackendRefusal(BaseModel):
     like a backend failure and logs it).
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     reason: str | None = None
     message: str | None = None

@@ -110,6 +110,7 @@ def snapshot(call: Call, edge_id: str, now: float) -> CallRecord:
         ended_at=call.ended_at,
         legs=tuple(legs),
         data={
+            **call.store_data,
             "from_number": call.from_number,
             "to_number": call.to_number,
             "source_trunk": call.source_trunk,
@@ -185,7 +186,9 @@ class CallStateWriter:
         call = pending.call
         record = snapshot(call, self.edge_id, self.clock())
         try:
-            if call.call_id not in self._created:
+            # A call record someone else created (the outbound-call API) is updated from the
+            # version they handed over.
+            if call.call_id not in self._created and not call.version:
                 stored = await self.store.create(record)
                 self._created.add(call.call_id)
             else:

@@ -28,7 +28,14 @@ from typing import Any, Literal, Protocol
 from edge.pbx.auth import Authenticated, Drop, outcome_response
 from edge.pbx.bindings import Target
 from edge.pbx.core import SipTransport
-from edge.pbx.media import CallMedia, LegName, MediaRelay, with_direction
+from edge.pbx.media import (
+    CallMedia,
+    LegName,
+    MediaRelay,
+    NegotiatedCodec,
+    negotiated_codec,
+    with_direction,
+)
 from edge.pbx.registrar import Authenticator
 from edge.pbx.routing import RouteDecision, RouteTarget
 from edge.pbx.users import UserRecord
@@ -45,6 +52,7 @@ from edge.sip.events import (
 )
 from edge.sip.grammar import format_host_port
 from edge.sip.message import Request, Response, make_response, new_request
+from edge.sip.sdp import SessionDescription
 from edge.sip.transaction import build_cancel
 from edge.sip.uri import SipUri, TelUri, parse_uri
 from edge.sip.via import MAGIC_COOKIE, Via
@@ -113,6 +121,53 @@ class Resolver(Protocol):
     async def __call__(self, host: str, port: int) -> str: ...
 
 
+class CallHooks(Protocol):
+    """What a call the edge places for an application (`CallManager.originate`) tells it."""
+
+    def ringing(self, call: Call) -> None: ...
+    def answered(self, call: Call) -> None: ...
+    def ended(self, call: Call) -> None: ...
+
+
+class MediaTerminator(Protocol):
+    """The media engine, as the B2BUA uses it: `attach` makes the edge itself the party that
+    a relay leg talks to (prompts, DTMF, recording, conferences); `detach` gives the leg back
+    to plain relaying (a `connect` bridged it to another party)."""
+
+    def attach(self, session: Any, leg: LegName, codec: NegotiatedCodec) -> Any: ...
+    def detach(self, endpoint: Any) -> None: ...
+
+
+class ApplicationStarter(Protocol):
+    """Makes the application of a call the router said to `answer` (its `CallHooks`)."""
+
+    def __call__(self, call: Call, decision: RouteDecision) -> CallHooks: ...
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Origination:
+    """A call to place (the outbound-call API): who to ring and on whose behalf."""
+
+    call_id: str
+    to: str  # an extension, a number (routed) or a SIP URI
+    from_user: str  # the caller ID presented
+    domain: str  # completes bare numbers into SIP URIs
+    ring_time_s: float | None = None
+    max_duration_s: float | None = None
+    record: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    version: int = 0  # the call record's version, when someone else created it
+
+
+@dataclass(slots=True, frozen=True)
+class ConnectResult:
+    """How a `connect` ended: the party answered (and is bridged), or the final status."""
+
+    answered: bool
+    status: int
+    reason: str
+
+
 @dataclass(slots=True, frozen=True, kw_only=True)
 class CallSettings:
     """The `[proxy]` values the B2BUA needs (the router may override the last three per call)."""
@@ -162,6 +217,7 @@ class OutboundLeg:
     auth_tried: bool = False
     ack: Request | None = None
     final_status: int | None = None
+    extra: tuple[tuple[str, str], ...] = ()  # headers this leg's INVITE carries (and a retry)
 
 
 @dataclass(slots=True, eq=False, kw_only=True)
@@ -238,7 +294,22 @@ class Call:
     version: int = 0  # the call record's version in the store (the sink keeps it)
     sdp_sent: dict[str, bytes] = field(default_factory=dict)  # last SDP we sent each leg
     held: set[str] = field(default_factory=set)  # legs we put on hold (command)
-    store_data: dict[str, Any] = field(default_factory=dict)
+    store_data: dict[str, Any] = field(default_factory=dict)  # kept in the call record
+    # A call placed for an application: nobody is on leg a until a `connect` puts a party
+    # there (a UAC dialog of ours); the application hears of the call through `hooks`.
+    origin: Literal["sip", "api"] = "sip"
+    hooks: CallHooks | None = None
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    ring_time_s: float | None = None
+    max_duration_s: float | None = None
+    remote_sdp: dict[str, bytes] = field(default_factory=dict)  # the last SDP each leg sent
+    connecting: OutboundLeg | None = None
+    connect_result: asyncio.Future[ConnectResult] | None = None
+    # The leg whose party the edge itself talks to (an application's call), its codec and
+    # the media engine's endpoint there; a `connect` hands the leg back to the relay.
+    app_leg: LegName | None = None
+    codec: NegotiatedCodec | None = None
+    endpoint: Any = None
 
     @property
     def ended(self) -> bool:
@@ -270,6 +341,8 @@ class CallManager:
         token: Callable[[], str] | None = None,
         resolve: Resolver | None = None,
         observer: LimitObserver | None = None,
+        terminator: MediaTerminator | None = None,
+        applications: ApplicationStarter | None = None,
     ) -> None:
         self._transport = transport
         self._local = local_address
@@ -287,6 +360,8 @@ class CallManager:
         self._token = token or (lambda: secrets.token_hex(8))
         self._resolve = resolve or _resolve_host
         self._observer = observer
+        self._terminator = terminator
+        self._applications = applications
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID
         self._by_server: dict[int, Call] = {}  # the caller's INVITE transaction
         self._by_client: dict[int, OutboundLeg | _Relayed | _LocalOffer] = {}
@@ -399,7 +474,7 @@ class CallManager:
         if call.ended:
             return  # cancelled while the router thought about it
         call.decision = decision
-        call.record = (
+        call.record = call.record or (
             self.settings.record_all if decision.record is None else bool(decision.record)
         )
         action = decision.action
@@ -412,8 +487,7 @@ class CallManager:
             self._fail(call, status, decision.reason, "rejected")
             return
         if action == "answer":
-            # Call control objects (NCCO) are served by the call-application engine.
-            self._fail(call, 501, "Call applications not available", "failed")
+            await self._answer_by_application(call, decision)
             return
         if decision.rewrite.callee_final:
             call.callee = decision.rewrite.callee_final
@@ -437,6 +511,59 @@ class CallManager:
             return
         call.groups = groups
         self._start_media_and_ring(call)
+
+    async def _answer_by_application(self, call: Call, decision: RouteDecision) -> None:
+        """The router said `answer`: the edge takes the call itself (200 with its own SDP at the
+        relay port facing the caller, the media engine on that leg) and the application runs
+        its steps; a `connect` step later brings in another party on leg b."""
+        if self._applications is None or self._relay is None or self._terminator is None:
+            self._fail(call, 501, "Call applications need the media relay", "failed")
+            return
+        if not call.invite.body:
+            # Our offer would go in the 200 and the caller's answer in its ACK: not yet.
+            self._fail(call, 488, "An SDP offer is required", "failed")
+            return
+        call.media = CallMedia(self._relay, self._media_address(call))
+        try:
+            sdp, codec = await call.media.answer("a", call.invite.body, int(call.created_at))
+        except SipParseError as exc:
+            self._fail(call, exc.status, exc.reason, "failed")
+            return
+        if call.ended:
+            return
+        call.hooks = self._applications(call, decision)
+        now = self._wall()
+        call.answered_at = now
+        call.ring_at = call.ring_at or now
+        call.phase = "answered"
+        call.note("a", "answer", now)
+        self._terminate(call, "a", codec)
+        self._respond_a(call, 200, None, body=sdp)
+        limit = decision.timeout_s or self.settings.max_call_duration_s
+        if limit:
+            call.timers["duration"] = self._loop.call_later(
+                limit, self._hang_up, call, "bySystem"
+            )
+        self._changed(call)
+        call.hooks.answered(call)
+
+    def _terminate(self, call: Call, leg: LegName, codec: NegotiatedCodec | None) -> None:
+        """The edge becomes the party `leg` talks to."""
+        call.app_leg = leg
+        call.codec = codec
+        if self._terminator is not None and codec is not None and call.media is not None \
+                and call.media.session is not None:
+            call.endpoint = self._terminator.attach(call.media.session, leg, codec)
+
+    def _release(self, call: Call) -> None:
+        """The leg goes back to plain relaying (or the call ends)."""
+        endpoint, call.endpoint = call.endpoint, None
+        call.app_leg = None
+        if endpoint is not None and self._terminator is not None:
+            try:
+                self._terminator.detach(endpoint)
+            except Exception:
+                log.exception("media endpoint not detached", extra={"call_id": call.call_id})
 
     async def _route_to_user(self, call: Call) -> None:
         """No route: the Request-URI names a user of ours (or nobody: 404, offline: 480)."""
@@ -499,7 +626,9 @@ class CallManager:
 
     def _start_media_and_ring(self, call: Call) -> None:
         decision = call.decision
-        ring = (decision.max_ring_time_s if decision else None) or self.settings.max_ring_time_s
+        ring = call.ring_time_s or (decision.max_ring_time_s if decision else None) or (
+            self.settings.max_ring_time_s
+        )
         call.timers["ring"] = self._loop.call_later(ring, self._ring_timeout, call)
         task = self._loop.create_task(self._next_group(call))
         task.add_done_callback(_log_failure)
@@ -509,9 +638,11 @@ class CallManager:
         while call.groups and not call.ended:
             group = call.groups.pop(0)
             body = call.invite.body
-            if body and self._relay is not None and call.media is None:
+            if (body or call.origin == "api") and self._relay is not None and call.media is None:
                 call.media = CallMedia(self._relay, self._media_address(call))
-            if body and call.media is not None:
+            if call.origin == "api" and call.media is not None:
+                body = await call.media.offer(int(call.created_at))
+            elif body and call.media is not None:
                 try:
                     body = await call.media.rewrite("a", body)
                 except SipParseError as exc:
@@ -545,10 +676,11 @@ class CallManager:
                                              "target": destination.label})
                 return False
             call.trunks_held.append(trunk)
-        invite = self._build_invite(call, destination, body)
+        invite = self._build_invite(call, destination, body, extra=call.extra_headers)
         transaction_id = self._transport.send_request(invite, destination.peer)
         leg = OutboundLeg(call=call, destination=destination, invite=invite,
-                          transaction_id=transaction_id, leg_id=f"b{len(call.legs) + 1}")
+                          transaction_id=transaction_id, leg_id=f"b{len(call.legs) + 1}",
+                          extra=call.extra_headers)
         call.legs.append(leg)
         call.note(leg.leg_id, "invite", now)
         self._by_client[transaction_id] = leg
@@ -558,7 +690,7 @@ class CallManager:
     def _build_invite(
         self, call: Call, destination: Destination, body: bytes, *, cseq: int = 1,
         call_id: str | None = None, from_tag: str | None = None,
-        extra: Iterable[tuple[str, str]] = (),
+        extra: Iterable[tuple[str, str]] = (), from_user: str | None = None,
     ) -> Request:
         transport = destination.peer.transport
         host, port = self._local(transport)
@@ -569,6 +701,8 @@ class CallManager:
             caller.uri, SipUri
         ) and decision.rewrite.caller_final != caller.uri.user:
             caller = caller.replace(uri=caller.uri.replace(user=decision.rewrite.caller_final))
+        if from_user and isinstance(caller.uri, SipUri):
+            caller = caller.replace(uri=caller.uri.replace(user=from_user))
         headers: list[tuple[str, str]] = [("Route", route) for route in destination.route]
         if decision is not None and decision.with_original_headers:
             headers.extend(
@@ -638,6 +772,9 @@ class CallManager:
             # RFC 3261 §14.2: an offer crossing one of ours.
             self._reply(request, transaction_id, 491)
             return
+        if leg == call.app_leg and self._other_dialog(call, leg) is None:
+            self._answer_locally(call, leg, request, transaction_id)
+            return
         task = self._loop.create_task(self._relay_request(call, leg, request, transaction_id))
         task.add_done_callback(_log_failure)
 
@@ -676,6 +813,33 @@ class CallManager:
         if body:
             call.sdp_sent["b" if origin == "a" else "a"] = body
         self._by_client[self._transport.send_request(outgoing, peer)] = relayed
+
+    def _answer_locally(
+        self, call: Call, leg: LegName, request: Request, transaction_id: int
+    ) -> None:
+        """An in-dialog request while nobody is on the other side (an application's call
+        before `connect`): INFO is taken, an offer is answered with our last SDP to that leg
+        (the relay follows the party's new address)."""
+        body = b""
+        headers: list[tuple[str, str]] = []
+        if request.method == "INFO" and call.endpoint is not None:
+            for digit in info_digits(request):
+                call.endpoint.feed_info_digit(digit)
+        if request.method in ("INVITE", "UPDATE"):
+            if request.body and call.media is not None and _is_sdp(
+                request.headers.get("Content-Type")
+            ):
+                call.remote_sdp[leg] = request.body
+                task = self._loop.create_task(call.media.rewrite(leg, request.body))
+                task.add_done_callback(_log_rewrite_failure)
+            body = call.sdp_sent.get(leg, b"") if request.body else b""
+            headers.append(("Contact", self._contact_for(leg, call)))
+        if body:
+            headers.append(("Content-Type", SDP))
+        response = make_response(request, 200, headers=headers, body=body)
+        self._transport.respond(transaction_id, response)
+        if request.method == "INVITE":
+            self._retransmit_2xx(call, transaction_id, response, origin=leg)
 
     def _other_dialog(self, call: Call, origin: LegName) -> tuple[Dialog, Peer] | None:
         if origin == "a":
@@ -743,7 +907,7 @@ class CallManager:
         call = leg.call
         if leg.state == "calling":
             leg.state = "proceeding"
-        if leg is call.transferring and not call.ended:
+        if (leg is call.transferring or leg is call.connecting) and not call.ended:
             return  # the caller was answered long ago: nothing to tell it
         if leg.cancel_pending or call.ended or call.answered is not None:
             self._cancel_leg(leg)
@@ -754,6 +918,8 @@ class CallManager:
         if call.phase == "trying":
             call.phase = "ringing"
             self._changed(call)
+            if call.hooks is not None:
+                call.hooks.ringing(call)
         call.note(leg.leg_id, "ringing" if response.status == 180 else "progress", now)
         status = response.status
         body = response.body
@@ -790,6 +956,9 @@ class CallManager:
         if leg is call.transferring and not call.ended:
             self._transfer_answered(leg, response)
             return
+        if leg is call.connecting and not call.ended:
+            self._connect_answered(leg, response)
+            return
         if call.ended or call.answered is not None or leg.state in ("cancelled", "failed"):
             # Lost the race (another fork answered, or the caller gave up): ACK and BYE.
             self._send_ack(leg, response, b"")
@@ -817,7 +986,9 @@ class CallManager:
 
     async def _answer_a(self, call: Call, leg: OutboundLeg, response: Response) -> None:
         body = response.body
-        late_offer = not call.invite.body and bool(body)
+        if body:
+            call.remote_sdp["b"] = body
+        late_offer = call.origin == "sip" and not call.invite.body and bool(body)
         if body and call.media is None and self._relay is not None:
             call.media = CallMedia(self._relay, self._media_address(call))
         if body and call.media is not None:
@@ -832,10 +1003,19 @@ class CallManager:
             self._send_ack(leg, response, b"")
         if call.ended:
             return
+        if call.origin == "api":
+            answer = call.remote_sdp.get("b")
+            codec = None
+            if answer:
+                try:
+                    codec = negotiated_codec(SessionDescription.parse(answer))
+                except SipParseError:
+                    codec = None
+            self._terminate(call, "b", codec)
         if call.record and call.media is not None and call.media.session is not None:
             self._start_recording(call)
         self._respond_a(call, 200, None, body=body)
-        limit = (call.decision.timeout_s if call.decision else None) or (
+        limit = call.max_duration_s or (call.decision.timeout_s if call.decision else None) or (
             self.settings.max_call_duration_s
         )
         if limit:
@@ -843,6 +1023,8 @@ class CallManager:
                 limit, self._hang_up, call, "bySystem"
             )
         self._changed(call)
+        if call.hooks is not None:
+            call.hooks.answered(call)
 
     def _start_recording(self, call: Call) -> None:
         start = getattr(self._relay, "start_recording", None)
@@ -880,6 +1062,9 @@ class CallManager:
             call.hangup_messages.append(
                 {"code": status, "reason": reason, "target": leg.destination.label}
             )
+        if leg is call.connecting:
+            self._connect_done(call, ConnectResult(False, status, reason))
+            return
         if leg is call.transferring:
             # The transfer target did not answer: the caller has nobody left.
             call.transferring = None
@@ -944,7 +1129,8 @@ class CallManager:
         invite = self._build_invite(
             call, leg.destination, leg.invite.body, cseq=leg.invite.cseq.seq + 1,
             call_id=leg.invite.call_id, from_tag=leg.invite.from_addr.tag,
-            extra=[(answer, str(authorization))],
+            extra=[*leg.extra, (answer, str(authorization))],
+            from_user=_user_of(leg.invite.from_addr.uri) or None,
         )
         leg.invite = invite
         leg.auth_tried = True
@@ -1015,8 +1201,8 @@ class CallManager:
 
     def _respond_a(self, call: Call, status: int, reason: str | None, *,
                    body: bytes = b"") -> None:
-        if call.ended:
-            return
+        if call.ended or call.origin == "api":
+            return  # an application's call has no caller to answer
         headers: list[tuple[str, str]] = []
         if status < 300:
             headers.append(("Contact", self._contact_for("a", call)))
@@ -1185,7 +1371,8 @@ class CallManager:
     def _drop(self, call: Call) -> None:
         call.status_code = None
         call.hangup_reason = "rejected"
-        self._transport.drop(call.server_transaction_id)
+        if call.origin == "sip":
+            self._transport.drop(call.server_transaction_id)
         self._by_server.pop(call.server_transaction_id, None)
         self._finish(call, "failed")
 
@@ -1204,6 +1391,9 @@ class CallManager:
         if call.transferring is not None:
             self._cancel_leg(call.transferring)
             call.transferring = None
+        if call.connecting is not None:
+            self._cancel_leg(call.connecting)
+            self._connect_done(call, ConnectResult(False, 487, "Call ended"))
         if spare != "a" and call.a_dialog is not None and not call.a_dialog.terminated:
             self._send_bye(call.a_dialog, call.peer)
         leg = call.answered
@@ -1243,6 +1433,39 @@ class CallManager:
         call.note(leg, "hold" if on else "unhold", self._wall())
         self._by_client[self._transport.send_request(request, peer)] = state
         return None
+
+    def send_dtmf(self, call_id: str, leg: LegName, digits: str, *, duration_ms: int = 160,
+                  gap_s: float = 0.1) -> str | None:
+        """Send `digits` to the party on `leg`, one INFO each (application/dtmf-relay, the
+        de-facto format of SIP phones and gateways), `gap_s` apart so the party takes them in
+        order. None when started, else why not."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return "no such call"
+        if call.answered_at is None or call.ended:
+            return "the call is not answered"
+        if self._leg_dialog(call, leg) is None:
+            return "that leg has no dialog"
+        task = self._loop.create_task(self._send_digits(call, leg, digits, duration_ms, gap_s))
+        task.add_done_callback(_log_failure)
+        return None
+
+    async def _send_digits(self, call: Call, leg: LegName, digits: str, duration_ms: int,
+                           gap_s: float) -> None:
+        for index, digit in enumerate(digits):
+            if index:
+                await asyncio.sleep(gap_s + duration_ms / 1000)
+            found = self._leg_dialog(call, leg)
+            if call.ended or found is None or found[0].terminated:
+                return
+            dialog, peer = found
+            body = f"Signal={digit}\r\nDuration={duration_ms}\r\n".encode()
+            try:
+                info = dialog.create_request(
+                    "INFO", headers=[("Content-Type", "application/dtmf-relay")], body=body)
+            except LocalProtocolError:
+                return
+            self._transport.send_request(info, peer)
 
     def _leg_dialog(self, call: Call, leg: LegName) -> tuple[Dialog, Peer] | None:
         if leg == "a":
@@ -1372,6 +1595,146 @@ class CallManager:
             call.transferring = None
             self._hang_up(call, "failed", error=(480, "transfer target did not answer"))
 
+    # ---------------------------------------------------------------- calls for applications
+
+    async def originate(self, spec: Origination, hooks: CallHooks | None = None) -> Call:
+        """Place a call for an application (the outbound-call API): ring `spec.to` (a user of
+        ours, a number through the routes, or a SIP URI) with our own SDP offer; once it
+        answers, `hooks.answered` runs the application, which may `connect` a second party.
+        Raises `ValueError` for a call that cannot be placed at all."""
+        if spec.call_id in self.calls:
+            raise ValueError(f"call {spec.call_id!r} exists on this edge")
+        if self._relay is None:
+            raise ValueError('calls placed by the edge need media_proxy = "all"')
+        host, port = self._local("UDP")
+        to_uri = _as_uri(spec.to, spec.domain)
+        from_uri = _as_uri(spec.from_user, spec.domain)
+        tag = self._token()
+        invite = new_request(
+            "INVITE", to_uri,
+            via=Via.build("UDP", host, port, self._branch()),
+            from_=f"<{from_uri}>;tag={tag}", to=f"<{to_uri}>", call_id=spec.call_id, cseq=1,
+            max_forwards=70, contact=f"<sip:{format_host_port(host, port)}>",
+        )
+        now = self._wall()
+        call = Call(
+            call_id=spec.call_id, invite=invite, server_transaction_id=-1,
+            peer=Peer(transport="UDP", address=("0.0.0.0", 0)), a_tag=tag, created_at=now,
+            direction="outbound", origin="api", hooks=hooks, extra_headers=spec.headers,
+            ring_time_s=spec.ring_time_s, max_duration_s=spec.max_duration_s,
+            record=spec.record, version=spec.version,
+        )
+        call.note("a", "originate", now)
+        self._describe_parties(call)
+        self.calls[spec.call_id] = call
+        self.started += 1
+        self._changed(call)
+        task = self._loop.create_task(self._route_safely(call))
+        task.add_done_callback(_log_failure)
+        return call
+
+    async def connect(
+        self, call_id: str, target: str, *, from_user: str | None = None,
+        ring_time_s: float | None = None, headers: Sequence[tuple[str, str]] = (),
+    ) -> ConnectResult:
+        """Bridge an application's answered call to `target` (an extension, a number through
+        the routes, or a SIP URI): an INVITE offering the callee's media (anchored) to the new
+        party, who joins on leg a once it answers. Returns when it answered or failed."""
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return ConnectResult(False, 481, "No such call")
+        party = call.app_leg
+        if party is None or call.answered_at is None or call.media is None:
+            return ConnectResult(False, 409, "Only an answered application call can connect")
+        free: LegName = "a" if party == "b" else "b"
+        if self._leg_dialog(call, free) is not None or call.connecting is not None:
+            return ConnectResult(False, 409, "The call is connected already")
+        destinations = await self._targets_of(call, target)
+        if not destinations:
+            return ConnectResult(False, 404, f"{target} is not reachable")
+        if call.ended or call.connecting is not None:
+            return ConnectResult(False, 409, "The call changed meanwhile")
+        # The new party is offered what the application's party speaks, at the relay ports
+        # facing the free leg; once it answers, the relay joins the two.
+        body = await call.media.offer(int(self._wall()), free, codec=call.codec)
+        destination = destinations[0]
+        invite = self._build_invite(call, destination, body, extra=headers, from_user=from_user)
+        leg = OutboundLeg(call=call, destination=destination, invite=invite,
+                          transaction_id=self._transport.send_request(invite, destination.peer),
+                          leg_id=f"b{len(call.legs) + 1}", extra=tuple(headers))
+        call.legs.append(leg)
+        call.connecting = leg
+        self._by_client[leg.transaction_id] = leg
+        self._by_b_call_id[invite.call_id] = leg
+        call.note(leg.leg_id, "invite", self._wall())
+        result: asyncio.Future[ConnectResult] = self._loop.create_future()
+        call.connect_result = result
+        call.timers["connect"] = self._loop.call_later(
+            ring_time_s or self.settings.max_ring_time_s, self._connect_timeout, call, leg)
+        return await result
+
+    async def _targets_of(self, call: Call, target: str) -> list[Destination]:
+        """Where `target` is: the registrations of a user of ours, else a SIP URI as it is,
+        else a number through the router (static routes, trunks)."""
+        uri = parse_uri(_as_uri(target, _domain_of(call)))
+        aor = self._registrar.aor_for(uri) if isinstance(uri, SipUri) else None
+        if aor is not None:
+            found = [self._registered_destination(t) for t in await self._registrar.lookup(aor)]
+            if found:
+                return found
+        if target.startswith(("sip:", "sips:")):
+            return await self._destinations(call, RouteTarget(uri=target))
+        host, port = self._local("UDP")
+        request = new_request(
+            "INVITE", str(uri), via=Via.build("UDP", host, port, self._branch()),
+            from_=str(call.invite.from_addr), to=f"<{uri}>", call_id=call.call_id,
+            cseq=call.invite.cseq.seq, max_forwards=70,
+        )
+        decision = await self._router.route(request, source_addr="0.0.0.0:0",
+                                            direction="outbound", source_trunk=None)
+        if decision.action != "forward":
+            return []
+        destinations: list[Destination] = []
+        for route_target in decision.targets:
+            destinations.extend(await self._destinations(call, route_target))
+        return destinations
+
+    def _connect_answered(self, leg: OutboundLeg, response: Response) -> None:
+        call = leg.call
+        dialog = leg.dialog
+        assert dialog is not None
+        leg.state = "answered"
+        free: LegName = "a" if call.app_leg == "b" else "b"
+        if free == "a":
+            call.a_dialog = dialog
+            call.peer = leg.destination.peer
+        else:
+            call.answered = leg
+        self._by_dialog[dialog.id] = (call, free)
+        self._send_ack(leg, response, b"")
+        call.sdp_sent[free] = leg.invite.body
+        call.note(leg.leg_id, "answer", self._wall())
+        self._release(call)  # the party's leg is relayed again, to the new party
+        if response.body and call.media is not None:
+            call.remote_sdp[free] = response.body
+            task = self._loop.create_task(call.media.rewrite(free, response.body))
+            task.add_done_callback(_log_rewrite_failure)
+        self._connect_done(call, ConnectResult(True, response.status, response.reason))
+        self._changed(call)
+
+    def _connect_done(self, call: Call, result: ConnectResult) -> None:
+        self._cancel_timer(call, "connect")
+        call.connecting = None
+        future = call.connect_result
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def _connect_timeout(self, call: Call, leg: OutboundLeg) -> None:
+        call.timers.pop("connect", None)
+        if call.connecting is leg:
+            self._cancel_leg(leg)
+            self._connect_done(call, ConnectResult(False, 480, "No answer"))
+
     def replace_trunks(self, trunks: Trunks, limits: TrunkLimits) -> None:
         """New trunks and limits (a directory reload). Calls in progress release what they
         hold on the new limiter (`TrunkLimiter.carry_over` moved their counts there)."""
@@ -1410,6 +1773,7 @@ class CallManager:
         for name in list(call.timers):
             self._cancel_timer(call, name)
         self._stop_retransmit(call)
+        self._release(call)
         if call.media is not None:
             stop = getattr(self._relay, "stop_recording", None)
             if call.record and stop is not None and call.media.session is not None:
@@ -1437,11 +1801,23 @@ class CallManager:
             "call ended: %s %s", call.hangup_reason, call.status_code,
             extra={"call_id": call.call_id, "reason": call.hangup_reason},
         )
+        if call.connect_result is not None and not call.connect_result.done():
+            call.connect_result.set_result(ConnectResult(False, 487, "Call ended"))
         if self._sink is not None:
             try:
                 self._sink.call_ended(call)
             except Exception:
                 log.exception("call sink failed", extra={"call_id": call.call_id})
+        if call.hooks is not None:
+            try:
+                call.hooks.ended(call)
+            except Exception:
+                log.exception("call application failed", extra={"call_id": call.call_id})
+
+    def record_changed(self, call: Call) -> None:
+        """Something outside the B2BUA changed what the call record keeps (`store_data`)."""
+        if not call.ended:
+            self._changed(call)
 
     def _changed(self, call: Call) -> None:
         if self._sink is not None:
@@ -1501,6 +1877,31 @@ def _user_of(uri: Any) -> str:
     return ""
 
 
+def info_digits(request: Request) -> list[str]:
+    """The DTMF digits of an INFO: `application/dtmf-relay` (`Signal=5`) or
+    `application/dtmf` (the digit alone), the formats phones and gateways send."""
+    kind = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    text = request.body.decode("ascii", errors="replace")
+    if kind == "application/dtmf-relay":
+        found = [line.split("=", 1)[1].strip() for line in text.splitlines()
+                 if line.lower().startswith("signal=")]
+    elif kind == "application/dtmf":
+        found = [text.strip()]
+    else:
+        return []
+    return [d.upper() for d in found if len(d) == 1 and d.upper() in "0123456789*#ABCD"]
+
+
+def _as_uri(party: str, domain: str) -> str:
+    """A SIP URI as it is; a number or extension as `sip:<it>@<domain>`."""
+    return party if party.startswith(("sip:", "sips:")) else f"sip:{party}@{domain}"
+
+
+def _domain_of(call: Call) -> str:
+    uri = call.invite.request_uri
+    return uri.host if isinstance(uri, SipUri) else "localhost"
+
+
 def _is_sdp(content_type: str | None) -> bool:
     return content_type is None or content_type.split(";")[0].strip().lower() == SDP
 
@@ -1531,11 +1932,17 @@ async def _resolve_host(host: str, port: int) -> str:
 
 
 __all__ = [
+    "ApplicationStarter",
     "Call",
+    "CallHooks",
     "CallManager",
     "CallRouter",
     "CallSettings",
     "CallSink",
+    "ConnectResult",
     "Destination",
+    "MediaTerminator",
+    "Origination",
     "OutboundLeg",
+    "info_digits",
 ]

@@ -11,26 +11,21 @@
    a few times; a store outage is logged, never raised into the call (the CDR itself is safe
    in the spool, so the index can be rebuilt from the blobs).
 
-Keys are dated by the UTC day of the call's start (as `startTime` shows it, to the
-millisecond). A Call-ID may hold any `word` character of RFC 3261 §25.1 (`@`, `/`, `%`, `:`,
-`<`, ...), so in a key it is percent-encoded (`safe_call_id`): every byte of its UTF-8 outside
-`[A-Za-z0-9._@-]` becomes `%XX` (upper-case hex; `%` itself is `%25`), which keeps it one safe
-segment (`validate_key`) and keeps two Call-IDs apart. An encoded id longer than 160
-characters is cut to (at most) 120 plus `~` and 32 hex digits of its SHA-256 (a `~` never appears
-otherwise: it is encoded), so a file name stays well under the 255 bytes of common file systems.
+Keys (`control.contracts.blob_keys`) are dated by the UTC day of the call's start, with the
+Call-ID percent-encoded into one safe segment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from control.contracts.blob_keys import cdr_key, recording_key
 from control.contracts.cdr import (
     CallDetailRecord,
     CdrDirection,
@@ -58,45 +53,12 @@ log = logging.getLogger("sdpbx.cdr")
 CDR_CONTENT_TYPE = "application/json"
 RECORDING_TRACK_ID = "stereo"  # the call recording: caller left, callee right
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@-")
-_MAX_SAFE_ID = 160
-_KEPT_PREFIX = 120
 
 INDEX_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)  # index retries: 0.5, 1, 2, 4 s (jittered)
 
 # Not answered, and nobody did anything wrong: the callee could have picked up.
 _MISSED_REASONS = frozenset({"canceled", "noAnswer", "rejected", "abandoned"})
 _MISSED_CODES = frozenset({408, 480, 486, 487, 600, 603})
-
-
-def safe_call_id(call_id: str) -> str:
-    """`call_id` as one safe key segment (see the module docstring); ValueError when empty."""
-    if not call_id:
-        raise ValueError("a CDR needs a Call-ID")
-    raw = call_id.encode("utf-8", "surrogateescape")  # odd bytes from the wire stay distinct
-    encoded = "".join(chr(byte) if byte in _SAFE else f"%{byte:02X}" for byte in raw)
-    if len(encoded) > _MAX_SAFE_ID:
-        digest = hashlib.sha256(raw).hexdigest()[:32]
-        cut = _KEPT_PREFIX
-        percent = encoded.rfind("%", cut - 2, cut)
-        if percent != -1:
-            cut = percent  # never half of a %XX
-        encoded = f"{encoded[:cut]}~{digest}"
-    return encoded
-
-
-def _day_path(start_time: float) -> str:
-    return rfc3339(start_time)[:10].replace("-", "/")  # YYYY/MM/DD, UTC, as startTime shows
-
-
-def cdr_key(call_id: str, start_time: float) -> str:
-    """`cdr/YYYY/MM/DD/{call_id}.json` (UTC day of `start_time`, Call-ID made key-safe)."""
-    return f"cdr/{_day_path(start_time)}/{safe_call_id(call_id)}.json"
-
-
-def recording_key(call_id: str, start_time: float) -> str:
-    """`recordings/YYYY/MM/DD/{call_id}.wav`, dated and encoded as `cdr_key`."""
-    return f"recordings/{_day_path(start_time)}/{safe_call_id(call_id)}.wav"
 
 
 def call_status(*, answered: bool, status_code: int, hangup_reason: str | None) -> CdrStatus:

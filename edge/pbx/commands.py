@@ -4,14 +4,14 @@ The HTTP side (`edge.io.commands`) authenticates the control plane and parses th
 command becomes SIP and media actions on the call: `hangup` sends BYE to both legs (or answers
 a ringing caller), `mute`/`unmute` stop or resume the media relayed from one party, `hold`/
 `unhold` re-INVITE one party with a=sendonly / a=sendrecv, `transfer` replaces the callee
-by another party (blind).
+by another party (blind), `send_dtmf` sends digits to one party as SIP INFO.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from control.contracts.commands import AnyCommand, Hangup, Hold, Mute, Transfer
+from control.contracts.commands import AnyCommand, Hangup, Hold, Mute, SendDtmf, Transfer
 from edge.pbx.calls import CallManager
 from edge.pbx.media import LegName
 
@@ -49,6 +49,11 @@ async def execute(calls: CallManager, call_id: str, command: AnyCommand) -> Outc
         if command.attended:
             return Outcome(501, "attended transfer is not supported by this edge yet")
         refused = await calls.transfer(call_id, command.target)
+        return DISPATCHED if refused is None else Outcome(409, refused)
+    if isinstance(command, SendDtmf):
+        leg = "a" if command.leg_id == "caller" else "b"
+        refused = calls.send_dtmf(call_id, leg, command.digits.upper(),
+                                  duration_ms=command.duration_ms, gap_s=command.gap_ms / 1000)
         return DISPATCHED if refused is None else Outcome(409, refused)
     return Outcome(501, f"{command.action!r} is not supported by this edge yet")
 

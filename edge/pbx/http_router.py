@@ -1,6 +1,7 @@
 """The call routing webhook (`HttpRouter`) and the router the B2BUA asks (`CallRouter`).
 
-`HttpRouter.decide` POSTs a `RouteRequest` to `[proxy.http_router] url`, signed like every
+`HttpRouter.decide` POSTs a `RouteRequest` to `[proxy.http_router] url` (https, `lambda:` or
+`control:`, through `edge.io.control_client`; SigV4-signed too with `sigv4`), signed like every
 webhook (`control.contracts.signing`, docs/webhooks.md) and with the configured headers, and
 returns the parsed `RouteResponse` or a `RouterFailure` saying why there is none: a timeout
 (`timeout_ms` bounds the whole exchange, reply body included), a transport error, a non-2xx
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 
 from control.contracts.router import Direction, RouteRequest, RouteResponse
 from control.contracts.signing import sign
+from edge.io.control_client import build_client, internal_url, sigv4_auth
 from edge.io.webhooks import redact_url
 from edge.pbx.registrar import aor_key
 from edge.pbx.routing import (
@@ -51,6 +53,8 @@ from edge.sip.headers import canonical_name
 from edge.sip.uri import SipUri, parse_uri
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from edge.config import HttpRouterConfig, ProxyConfig
     from edge.sip.message import Request
 
@@ -106,22 +110,27 @@ def _describe_validation(exc: ValidationError) -> str:
 
 class HttpRouter:
     """The routing webhook client: one signed POST per new call, over a shared pooled
-    `httpx.AsyncClient` (never closed here). `clock` is the wall clock for the signature's
-    timestamp; `monotonic` measures latency."""
+    `httpx.AsyncClient` (never closed here; without one, the router builds its own with
+    `build_client`, reaching `control_app` for `control:` URLs, and `aclose()` closes it).
+    `clock` is the wall clock for the signature's timestamp; `monotonic` measures latency."""
 
     def __init__(
         self,
         config: HttpRouterConfig,
         *,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | None = None,
         secret: str | bytes,
         key_id: str,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         observer: RouterObserver | None = None,
+        control_app: ASGIApp | None = None,
     ) -> None:
         sign(b"", secret=secret, key_id=key_id, now=0)  # a bad secret or key id fails now
-        self._client = client
+        self._owns_client = client is None
+        internal_url(config.url)  # a `lambda:` URL without a function fails now
+        self._client = client if client is not None else build_client(control_app=control_app)
+        self._auth = sigv4_auth(config.sigv4)
         self._url = config.url
         self.safe_url = redact_url(config.url)
         self._timeout = config.timeout_ms / 1000
@@ -163,7 +172,8 @@ class HttpRouter:
             # trickles its reply cannot hold the call past timeout_ms.
             async with asyncio.timeout(timeout):
                 async with self._client.stream(
-                    "POST", self._url, content=body, headers=headers, timeout=timeout
+                    "POST", self._url, content=body, headers=headers, timeout=timeout,
+                    auth=self._auth or httpx.USE_CLIENT_DEFAULT,
                 ) as response:
                     status = response.status_code
                     chunks: list[bytes] = []
@@ -191,6 +201,11 @@ class HttpRouter:
             return RouteResponse.model_validate_json(b"".join(chunks))
         except ValidationError as exc:
             return RouterFailure(kind="invalid", detail=_describe_validation(exc), status=status)
+
+    async def aclose(self) -> None:
+        """Close the client, if this router built it."""
+        if self._owns_client:
+            await self._client.aclose()
 
 
 # --- the request, and the reply as a decision ----------------------------------------------
@@ -302,7 +317,8 @@ def decision_from_reply(
                         facts.call_id, ", ".join(repr(t[:80]) for t in unusable[:5]),
                         extra={"call_id": facts.call_id})
     else:  # answer
-        steps = tuple(MappingProxyType(dict(step)) for step in reply.steps or ())
+        steps = (tuple(MappingProxyType(dict(step)) for step in reply.steps)
+                 if reply.steps else None)
     return RouteDecision(
         action=action,
         targets=targets,
@@ -315,6 +331,9 @@ def decision_from_reply(
         with_original_headers=reply.with_original_headers,
         extensions=extensions,
         allow_codecs=tuple(reply.allow_codecs),
+        answer_url=reply.answer_url,
+        fallback_answer_url=reply.fallback_answer_url,
+        event_url=reply.event_url,
         steps=steps,
         trunk=targets[0].trunk if targets else None,
         rewrite=identity,

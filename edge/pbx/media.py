@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -91,6 +92,40 @@ def audio_stream(sdp: SessionDescription) -> AudioStream | None:
     return None
 
 
+@dataclass(slots=True, frozen=True)
+class NegotiatedCodec:
+    """What a terminated leg speaks: the G.711 payload type agreed in its SDP and the
+    telephone-event payload type (RFC 4733), if any."""
+
+    payload_type: int
+    name: Literal["PCMU", "PCMA"]
+    telephone_event_pt: int | None = None
+
+
+_G711 = {("pcmu", 8000): "PCMU", ("pcma", 8000): "PCMA"}
+
+
+def negotiated_codec(sdp: SessionDescription) -> NegotiatedCodec | None:
+    """The first G.711 codec of the first audio stream, in the SDP's order of preference
+    (RFC 3264 §5.1), with its telephone-event payload type; None without G.711."""
+    for media in sdp.media:
+        if media.media != "audio" or media.port == 0:
+            continue
+        rtpmap = media.rtpmap()
+        events = [pt for pt, m in rtpmap.items()
+                  if m.encoding.lower() == "telephone-event" and m.clock_rate == 8000]
+        for text in media.formats:
+            if not text.isdigit():
+                continue
+            found = rtpmap.get(int(text))
+            name = _G711.get((found.encoding.lower(), found.clock_rate)) if found else None
+            if name is not None:
+                return NegotiatedCodec(int(text), "PCMU" if name == "PCMU" else "PCMA",
+                                       events[0] if events else None)
+        return None
+    return None
+
+
 def payload_type_map(sender: AudioStream, receiver: AudioStream) -> dict[int, int]:
     """PT numbers in packets from `sender` -> the numbers `receiver` negotiated for the same
     codec, where they differ (RFC 3264 §6.1 lets each side use its own dynamic numbers)."""
@@ -159,6 +194,47 @@ class CallMedia:
         )
         return rewritten.to_bytes()
 
+    async def offer(self, session_version: int, leg: LegName = "b",
+                    codec: NegotiatedCodec | None = None) -> bytes:
+        """Our own SDP offer to `leg`, when the edge is the other party (a call it places, or
+        a party it brings into a call it answered): G.711 (only `codec` when given) and
+        telephone-event at the relay ports facing `leg`. Media towards the other leg stays
+        held back until a party is there (its SDP, `rewrite`)."""
+        if self.session is None:
+            self.session = await self._relay.open_session(
+                _UNKNOWN, _UNKNOWN, a_sdp_rtcp=_UNKNOWN, b_sdp_rtcp=_UNKNOWN
+            )
+            self._apply()
+        rtp_port, rtcp_port = self.session.a_ports if leg == "a" else self.session.b_ports
+        if codec is None:
+            formats = [(0, "PCMU"), (8, "PCMA")]
+            event_pt: int | None = 101
+        else:
+            formats = [(codec.payload_type, codec.name)]
+            event_pt = codec.telephone_event_pt
+        return _local_sdp(self.address, session_version, rtp_port, rtcp_port, formats,
+                          event_pt)
+
+    async def answer(self, leg: LegName, offer: bytes,
+                     session_version: int) -> tuple[bytes, NegotiatedCodec]:
+        """Our SDP answer to `leg`'s offer when the edge itself takes the call (RFC 3264 §6):
+        the offer's first G.711 codec and its telephone-event, at the relay ports facing
+        `leg`; 488 (SipParseError) when it offers no G.711."""
+        sdp = SessionDescription.parse(offer)
+        stream = audio_stream(sdp)
+        codec = negotiated_codec(sdp)
+        if stream is None or codec is None:
+            raise SipParseError("no G.711 audio offered", 488)
+        if self.session is None:
+            await self._open(leg, stream)
+        else:
+            self._update(leg, stream)
+        assert self.session is not None
+        rtp_port, rtcp_port = self.session.a_ports if leg == "a" else self.session.b_ports
+        formats = [(codec.payload_type, codec.name)]
+        return _local_sdp(self.address, session_version, rtp_port, rtcp_port, formats,
+                          codec.telephone_event_pt), codec
+
     def _decline_all(self, sdp: SessionDescription) -> bytes:
         rewritten = sdp.with_transport(self.address, [0] * len(sdp.media),
                                        origin_address=self.address)
@@ -218,11 +294,32 @@ class CallMedia:
             self._relay.close_session(self.session)
 
 
+def _local_sdp(address: str, version: int, rtp_port: int, rtcp_port: int,
+               formats: Sequence[tuple[int, str]], event_pt: int | None) -> bytes:
+    family = "IP6" if ":" in address else "IP4"
+    payloads = [pt for pt, _ in formats] + ([event_pt] if event_pt is not None else [])
+    lines = [
+        "v=0",
+        f"o=sdpbx {version} {version} IN {family} {address}",
+        "s=sdpbx",
+        f"c=IN {family} {address}",
+        "t=0 0",
+        f"m=audio {rtp_port} RTP/AVP {' '.join(map(str, payloads))}",
+        *(f"a=rtpmap:{pt} {name}/8000" for pt, name in formats),
+    ]
+    if event_pt is not None:
+        lines += [f"a=rtpmap:{event_pt} telephone-event/8000", f"a=fmtp:{event_pt} 0-16"]
+    lines += ["a=ptime:20", f"a=rtcp:{rtcp_port}", "a=sendrecv", ""]
+    return "\r\n".join(lines).encode()
+
+
 __all__ = [
     "AudioStream",
     "CallMedia",
     "MediaRelay",
+    "NegotiatedCodec",
     "audio_stream",
+    "negotiated_codec",
     "payload_type_map",
     "with_direction",
 ]

@@ -233,6 +233,9 @@ class RouteDecision:
     extensions: Mapping[str, Any] = field(default_factory=_no_extensions)
     allow_codecs: tuple[str, ...] = ()
     steps: tuple[Mapping[str, Any], ...] | None = None
+    answer_url: str | None = None  # answer: where the steps come from, when not given
+    fallback_answer_url: str | None = None
+    event_url: str | None = None  # answer: where the call's events go
     route_name: str | None = None
     trunk: str | None = None
     rewrite: Rewrite = field(default_factory=Rewrite)

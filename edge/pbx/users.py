@@ -27,10 +27,19 @@ from control.contracts.user_backend import UserBackendAnswer, UserBackendRefusal
 from control.store.errors import NotFound, StoreError
 from control.store.models import User
 from control.store.ports import DirectoryStore
+from edge.io.control_client import (
+    RequestSigner,
+    SigV4Settings,
+    build_client,
+    internal_url,
+    sigv4_auth,
+)
 from edge.sip.digest import compute_ha1
 from edge.sip.errors import SipParseError
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from edge.config import HttpUserBackend as HttpUserBackendConfig
     from edge.config import MemoryUserBackend as MemoryUserBackendConfig
     from edge.config import UserBackendConfig
@@ -346,7 +355,9 @@ class HttpUserBackend:
 
     Each attempt is bounded by `timeout_s`; a 5xx or a transport error (not a timeout) is
     retried once. One pooled `httpx.AsyncClient` serves every lookup; pass one to share it,
-    otherwise the backend owns its own and `aclose()` closes it.
+    otherwise the backend owns its own (`edge.io.control_client.build_client`: `url` may be
+    `lambda:` or `control:` too, the latter reaching `control_app`; `signer` signs each request)
+    and `aclose()` closes it. `sigv4` adds an AWS SigV4 signature to https requests.
     """
 
     name = "http"
@@ -365,6 +376,9 @@ class HttpUserBackend:
         negative_ttl_s: float = 5.0,
         max_cached: int = 10_000,
         clock: Clock = time.monotonic,
+        sigv4: SigV4Settings | None = None,
+        signer: RequestSigner | None = None,
+        control_app: ASGIApp | None = None,
     ) -> None:
         self._url = url
         self._post = method.upper() == "POST"
@@ -372,10 +386,12 @@ class HttpUserBackend:
         self._timeout = httpx.Timeout(timeout_s)
         self._headers = dict(headers or {})
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=self._timeout,
+        internal_url(url)  # a `lambda:` URL without a function fails now
+        self._client = client if client is not None else build_client(
+            control_app=control_app, signer=signer, timeout=self._timeout,
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        self._auth = sigv4_auth(sigv4)
         self._negative_ttl = negative_ttl_s
         self._max_cached = max_cached
         self._clock = clock
@@ -395,6 +411,7 @@ class HttpUserBackend:
             timeout_s=config.http_timeout_ms / 1000,
             headers=config.headers,
             client=client,
+            sigv4=config.sigv4,
         )
 
     async def lookup(self, username: str, realm: str, request_uri: str) -> LookupResult:
@@ -419,11 +436,13 @@ class HttpUserBackend:
             try:
                 if self._post:
                     response = await self._client.post(
-                        self._url, data=form, headers=self._headers, timeout=self._timeout
+                        self._url, data=form, headers=self._headers, timeout=self._timeout,
+                        auth=self._auth or httpx.USE_CLIENT_DEFAULT,
                     )
                 else:
                     response = await self._client.get(
-                        self._url, params=form, headers=self._headers, timeout=self._timeout
+                        self._url, params=form, headers=self._headers, timeout=self._timeout,
+                        auth=self._auth or httpx.USE_CLIENT_DEFAULT,
                     )
             except httpx.TimeoutException:
                 # Not retried: a retry would double the time the REGISTER waits.

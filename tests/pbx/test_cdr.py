@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from control.contracts.blob_keys import cdr_key, recording_key, safe_call_id
 from control.contracts.cdr import CallDetailRecord, RecorderMedia
 from control.store.errors import StoreUnavailable
 from control.store.factory import open_stores
@@ -29,15 +30,7 @@ from control.store.local_blobs import LocalBlobStore, validate_key
 from control.store.models import CdrEntry, Page
 from control.store.ports import BlobSettings, CdrQuery, CdrStore, Stores, StoreSettings
 from control.store.spool import Backoff, BlobSpool
-from edge.pbx.cdr import (
-    RECORDING_TRACK_ID,
-    CdrWriter,
-    build_cdr,
-    call_status,
-    cdr_key,
-    recording_key,
-    safe_call_id,
-)
+from edge.pbx.cdr import RECORDING_TRACK_ID, CdrWriter, build_cdr, call_status
 
 T = TypeVar("T")
 START = datetime(2026, 11, 27, 23, 59, 1, 123000, tzinfo=UTC).timestamp()

@@ -1,0 +1,302 @@
+"""The outbound-call API on a real embedded `sdpbx up`: `POST /api/v1/calls` rings a SIPp callee
+(once, whatever the retries), the answer URL's `connect` bridges it to a second SIPp party with
+real RTP through the relay, status events reach the event URL signed and in order, and the call
+ends on the wire and in the CDR."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+
+from control.contracts.signing import verification_failure
+from tests.edge_process import EdgeProcess, running_edge
+from tests.test_calls_sipp import (
+    SCENARIOS,
+    SECRET,
+    Sipp,
+    cdrs,
+    free_udp_port,
+    pbx_config,
+    run_call,
+    trunk_config,
+)
+
+pytestmark = [pytest.mark.interop]
+
+
+class Application:
+    """A call application on 127.0.0.1: GET /answer returns `steps`, POST /events records."""
+
+    def __init__(self, steps: list[dict[str, Any]]) -> None:
+        self.steps = steps
+        self.answers: list[dict[str, list[str]]] = []
+        self.events: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+
+    @property
+    def statuses(self) -> list[str]:
+        return [e["status"] for e in self.events if "status" in e and "-" not in e["uuid"][4:]]
+
+    def wait_for(self, status: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while status not in self.statuses:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {status!r} event; got {self.events}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def application_server(app: Application) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def _verified(self, body: bytes) -> None:
+            headers = {k: v for k, v in self.headers.items()}
+            if verification_failure(body, headers, secrets={"k1": SECRET},
+                                    now=time.time()) is not None:
+                app.bad_signatures += 1
+
+        def do_GET(self) -> None:
+            self._verified(b"")
+            app.answers.append(parse_qs(urlparse(self.path).query))
+            self._reply(json.dumps(app.steps).encode())
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self._verified(body)
+            app.events.append(json.loads(body))
+            self._reply(b"")
+
+        def _reply(self, data: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def api_token(tmp: Path, config: str, scope: str = "calls") -> dict[str, str]:
+    (tmp / "sdpbx.toml").write_text(config)
+    created = subprocess.run(
+        [sys.executable, "-m", "edge", "apikey", "create", "--scope", scope,
+         "--config", str(tmp / "sdpbx.toml")],
+        capture_output=True, text=True, timeout=30, check=True, cwd=tmp,
+    )
+    return {"Authorization": f"Bearer {created.stdout.strip()}"}
+
+
+def scenario_with_media_port(tmp: Path, name: str, port: int) -> Path:
+    path = tmp / f"{port}-{name}"
+    path.write_text((SCENARIOS / name).read_text().replace("[media_port]", str(port)))
+    return path
+
+
+def offered_port(log: Path, timeout: float = 5.0) -> int:
+    """The audio port of the SDP the SIPp party received in its INVITE (our relay's)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found = re.search(r"^\s*m=audio (\d+)", text, re.MULTILINE)
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no SDP in {log}")
+
+
+def rtp(seq: int) -> bytes:
+    return bytes([0x80, 0, seq >> 8, seq & 0xFF]) + (seq * 160).to_bytes(4, "big") \
+        + b"\x11\x22\x33\x44" + b"\xff" * 160
+
+
+def drain(sock: socket.socket) -> int:
+    count = 0
+    while True:
+        try:
+            sock.recv(2048)
+        except BlockingIOError:
+            return count
+        count += 1
+
+
+def wait_call_status(edge: EdgeProcess, auth: dict[str, str], uuid: str, wanted: str,
+                     timeout: float = 10.0) -> dict[str, Any]:
+    url = f"http://{edge.http[0]}:{edge.http[1]}/api/v1/calls/{uuid}"
+    deadline = time.monotonic() + timeout
+    while True:
+        view: dict[str, Any] = httpx.get(url, headers=auth, timeout=5).json()
+        if view.get("status") == wanted or time.monotonic() > deadline:
+            return view
+        time.sleep(0.1)
+
+
+def test_outbound_call_connects_a_second_party(tmp_path: Path) -> None:
+    callee_port, second_port = free_udp_port(), free_udp_port()
+    callee_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    second_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for sock in (callee_media, second_media):
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+    app = Application([{"action": "connect", "from": "4155550199",
+                        "endpoint": [{"type": "sip", "uri": f"sip:bob@127.0.0.1:{second_port}",
+                                      "headers": {"Case": "42"}}]}])
+    config = pbx_config(tmp_path, trunk_config(callee_port))
+    auth = api_token(tmp_path, config)
+    try:
+        with application_server(app) as base, running_edge(tmp_path, config_text=config) as edge:
+            callee = Sipp(tmp_path, "callee", [
+                "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml",
+                                                    callee_media.getsockname()[1])),
+                "-p", str(callee_port), "-mp", str(free_udp_port())])
+            second = Sipp(tmp_path, "second", [
+                "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml",
+                                                    second_media.getsockname()[1])),
+                "-p", str(second_port), "-mp", str(free_udp_port())])
+            time.sleep(0.3)
+            api = f"http://{edge.http[0]}:{edge.http[1]}/api/v1"
+            body = {"to": "5551000", "from": "4155550100", "answer_url": f"{base}/answer",
+                    "event_url": [f"{base}/events"], "timeout": 20}
+            key = {"Idempotency-Key": "order-7781"}
+            first = httpx.post(f"{api}/calls", json=body, headers={**auth, **key}, timeout=10)
+            assert first.status_code == 201, first.text + edge.log()[-3000:]
+            uuid = first.json()["uuid"]
+            assert first.json()["status"] == "started"
+            # A client retry: the same call, nothing rings twice; another body is refused.
+            again = httpx.post(f"{api}/calls", json=body, headers={**auth, **key}, timeout=10)
+            assert again.status_code == 200 and again.json()["uuid"] == uuid
+            assert again.headers["Idempotent-Replayed"] == "true"
+            other = httpx.post(f"{api}/calls", json={**body, "to": "5551001"},
+                               headers={**auth, **key}, timeout=10)
+            assert other.status_code == 409, other.text
+
+            app.wait_for("answered")
+            deadline = time.monotonic() + 10
+            while not any(e.get("status") == "answered" and e["uuid"] != uuid
+                          for e in app.events):
+                assert time.monotonic() < deadline, (app.events, edge.log()[-3000:])
+                time.sleep(0.05)
+            # The callee's media reaches the connected party through the relay.
+            relay_b = offered_port(tmp_path / "callee_messages.log")
+            received, seq = 0, 1
+            deadline = time.monotonic() + 5
+            while received < 10 and time.monotonic() < deadline:
+                callee_media.sendto(rtp(seq), ("127.0.0.1", relay_b))
+                seq += 1
+                time.sleep(0.02)
+                received += drain(second_media)
+            assert received >= 10, edge.log()[-3000:]
+
+            hangup = httpx.post(f"{api}/calls/active/{uuid}/commands", headers=auth,
+                                json={"action": "hangup"}, timeout=10)
+            assert hangup.status_code == 200, hangup.text
+            run_call(callee, second, edge)  # both parties got their BYE
+            app.wait_for("completed")
+            view = wait_call_status(edge, auth, uuid, "completed")
+            [cdr] = cdrs(tmp_path)
+        second_log = (tmp_path / "second_messages.log").read_text(errors="replace")
+        callee_log = (tmp_path / "callee_messages.log").read_text(errors="replace")
+    finally:
+        callee_media.close()
+        second_media.close()
+    assert callee_log.count("INVITE sip:") == 1  # the retry did not ring again
+    assert "X-Case: 42" in second_log and "From: <sip:4155550199@" in second_log
+    assert app.bad_signatures == 0
+    [answer] = app.answers
+    assert answer["uuid"] == [uuid] and answer["to"] == ["5551000"]
+    assert app.statuses == ["started", "ringing", "answered", "completed"]
+    sequences = [e["sequence"] for e in app.events]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+    assert view["status"] == "completed" and view["direction"] == "outbound"
+    assert cdr["callId"] == uuid and cdr["direction"] == "outbound"
+    assert cdr["status"] == "completed"
+
+
+def test_outbound_call_busy_and_inline_steps(tmp_path: Path) -> None:
+    callee_port = free_udp_port()
+    app = Application([])
+    config = pbx_config(tmp_path, trunk_config(callee_port))
+    auth = api_token(tmp_path, config)
+    with application_server(app) as base, running_edge(tmp_path, config_text=config) as edge:
+        scenario = tmp_path / "uas_reject.xml"
+        scenario.write_text((SCENARIOS / "uas_reject.xml").read_text().replace(
+            "[status]", "486"))
+        callee = Sipp(tmp_path, "callee", ["-sf", str(scenario), "-p", str(callee_port),
+                                           "-mp", str(free_udp_port())])
+        time.sleep(0.3)
+        api = f"http://{edge.http[0]}:{edge.http[1]}/api/v1"
+        reply = httpx.post(f"{api}/calls", headers=auth, timeout=10, json={
+            "to": [{"type": "phone", "number": "5551000"}], "ncco": [{"action": "hangup"}],
+            "event_url": f"{base}/events"})
+        assert reply.status_code == 201, reply.text
+        assert callee.wait() == 0, callee.explain()
+        app.wait_for("busy")
+        view = wait_call_status(edge, auth, reply.json()["uuid"], "busy")
+        # Bad bodies name the field; an API key without the calls scope is refused.
+        bad = httpx.post(f"{api}/calls", headers=auth, timeout=10,
+                         json={"to": "5551000", "answer_url": "ftp://x/y"})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "answer_url"
+        neither = httpx.post(f"{api}/calls", headers=auth, timeout=10, json={"to": "1"})
+        assert neither.status_code == 422
+    assert app.statuses == ["started", "ringing", "busy"]
+    assert view["status"] == "busy" and view["status_code"] == 486
+
+
+def test_outbound_call_to_a_registered_extension_runs_inline_steps(tmp_path: Path) -> None:
+    """An extension created through the API registers (SIPp, digest); the API calls it with
+    inline steps: notify (its payload reaches the event URL), then hangup (BYE)."""
+    phone_port = free_udp_port()
+    app = Application([])
+    config = pbx_config(tmp_path)
+    auth = api_token(tmp_path, config, scope="admin")
+    with application_server(app) as base, running_edge(tmp_path, config_text=config) as edge:
+        api = f"http://{edge.http[0]}:{edge.http[1]}/api/v1"
+        created = httpx.post(f"{api}/extensions", headers=auth, timeout=5,
+                             json={"username": "1001", "password": "s3cret-1001"})
+        assert created.status_code == 201, created.text
+        scenario = tmp_path / "register_once.xml"
+        scenario.write_text((SCENARIOS / "register_once.xml").read_text()
+                            .replace("USER", "1001").replace("PASSWORD", "s3cret-1001"))
+        register = Sipp(tmp_path, "reg", ["-sf", str(scenario),
+                                          f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "1001",
+                                          "-p", str(phone_port)])
+        assert register.wait() == 0, register.explain() + edge.log()[-3000:]
+        callee = Sipp(tmp_path, "callee", [
+            "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml", free_udp_port())),
+            "-p", str(phone_port), "-mp", str(free_udp_port())])
+        time.sleep(0.3)
+        reply = httpx.post(
+            f"{api}/calls", headers=auth, timeout=10,
+            json={"to": "1001", "ncco": [{"action": "notify", "payload": {"n": 1},
+                                             "eventUrl": [f"{base}/events"]},
+                                            {"action": "hangup"}],
+                  "event_url": f"{base}/events"})
+        assert reply.status_code == 201, reply.text
+        assert callee.wait() == 0, callee.explain()  # answered, then our BYE
+        app.wait_for("completed")
+        [cdr] = cdrs(tmp_path)
+    assert app.statuses == ["started", "ringing", "answered", "completed"]
+    assert any(e.get("payload") == {"n": 1} or e.get("n") == 1 for e in app.events)
+    assert cdr["hangupReason"] == "autohangup"
