@@ -264,10 +264,12 @@ def test_outbound_call_busy_and_inline_steps(tmp_path: Path) -> None:
     assert view["status"] == "busy" and view["status_code"] == 486
 
 
-def test_outbound_call_to_a_registered_extension_runs_inline_steps(tmp_path: Path) -> None:
+def test_outbound_call_to_a_registered_extension_connects_a_second_party(
+        tmp_path: Path) -> None:
     """An extension created through the API registers (SIPp, digest); the API calls it with
-    inline steps: notify (its payload reaches the event URL), then hangup (BYE)."""
-    phone_port = free_udp_port()
+    inline steps: notify (its payload reaches the event URL), then connect to a second party;
+    a hangup command through the API ends both on the wire."""
+    phone_port, second_port = free_udp_port(), free_udp_port()
     app = Application([])
     config = pbx_config(tmp_path)
     auth = api_token(tmp_path, config, scope="admin")
@@ -286,17 +288,54 @@ def test_outbound_call_to_a_registered_extension_runs_inline_steps(tmp_path: Pat
         callee = Sipp(tmp_path, "callee", [
             "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml", free_udp_port())),
             "-p", str(phone_port), "-mp", str(free_udp_port())])
+        second = Sipp(tmp_path, "second", [
+            "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml", free_udp_port())),
+            "-p", str(second_port), "-mp", str(free_udp_port())])
         time.sleep(0.3)
         reply = httpx.post(
             f"{api}/calls", headers=auth, timeout=10,
-            json={"to": "1001", "ncco": [{"action": "notify", "payload": {"n": 1},
-                                             "eventUrl": [f"{base}/events"]},
-                                            {"action": "hangup"}],
+            json={"to": "1001", "ncco": [
+                {"action": "notify", "payload": {"n": 1}, "eventUrl": [f"{base}/events"]},
+                {"action": "connect",
+                 "endpoint": [{"type": "sip", "uri": f"sip:bob@127.0.0.1:{second_port}"}]}],
                   "event_url": f"{base}/events"})
         assert reply.status_code == 201, reply.text
-        assert callee.wait() == 0, callee.explain()  # answered, then our BYE
+        uuid = reply.json()["uuid"]
+        deadline = time.monotonic() + 10
+        while not any(e.get("status") == "answered" and e["uuid"] != uuid
+                      for e in app.events):
+            assert time.monotonic() < deadline, (app.events, edge.log()[-3000:])
+            time.sleep(0.05)
+        hangup = httpx.post(f"{api}/calls/active/{uuid}/commands", headers=auth,
+                            json={"action": "hangup"}, timeout=10)
+        assert hangup.status_code == 200, hangup.text
+        run_call(callee, second, edge)  # the extension and the second party got BYE
         app.wait_for("completed")
         [cdr] = cdrs(tmp_path)
     assert app.statuses == ["started", "ringing", "answered", "completed"]
     assert any(e.get("payload") == {"n": 1} or e.get("n") == 1 for e in app.events)
-    assert cdr["hangupReason"] == "autohangup"
+    assert cdr["callee"].startswith("sip:1001@") and cdr["status"] == "completed"
+
+
+def test_outbound_call_nobody_answers(tmp_path: Path) -> None:
+    """The callee rings past `timeout`: it gets CANCEL, the events say timeout and no-answer."""
+    callee_port = free_udp_port()
+    app = Application([])
+    config = pbx_config(tmp_path, trunk_config(callee_port))
+    auth = api_token(tmp_path, config)
+    with application_server(app) as base, running_edge(tmp_path, config_text=config) as edge:
+        callee = Sipp(tmp_path, "callee", [
+            "-sf", str(SCENARIOS / "uas_ring.xml"), "-p", str(callee_port),
+            "-mp", str(free_udp_port())])
+        time.sleep(0.3)
+        reply = httpx.post(
+            f"http://{edge.http[0]}:{edge.http[1]}/api/v1/calls", headers=auth, timeout=10,
+            json={"to": "5551000", "timeout": 1, "answer_url": f"{base}/answer",
+                  "event_url": f"{base}/events"})
+        assert reply.status_code == 201, reply.text
+        assert callee.wait() == 0, callee.explain()  # CANCEL, 487, ACK
+        app.wait_for("no-answer")
+        view = wait_call_status(edge, auth, reply.json()["uuid"], "no-answer")
+    assert app.statuses == ["started", "ringing", "timeout", "no-answer"]
+    assert not app.answers  # the answer URL is fetched only when the callee answers
+    assert view["status"] == "no-answer"
