@@ -329,3 +329,46 @@ def test_send_dtmf_reaches_the_callee_as_info(tmp_path: Path) -> None:
         time.sleep(0.8)
         assert command(edge, call_id, {"action": "hangup"}).status_code == 200
         run_call(caller, callee, edge)
+
+
+def test_start_and_stop_recording_commands(tmp_path: Path) -> None:
+    """A call not recorded at first: start_recording, the caller's media, stop_recording; the
+    CDR lists the stereo WAV, which holds the caller's packets (left channel)."""
+    port = free_udp_port()
+    caller_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    callee_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for sock in (caller_media, callee_media):
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+    try:
+        config = pbx_config(tmp_path, trunk_config(port))
+        with running_edge(tmp_path, config_text=config) as edge:
+            callee = Sipp(tmp_path, "uas", [
+                "-sf", str(_scenario_with_media_port(
+                    tmp_path, "uas_answer.xml", callee_media.getsockname()[1])),
+                "-p", str(port), "-mp", str(free_udp_port())])
+            time.sleep(0.3)
+            caller = Sipp(tmp_path, "uac", [
+                "-sf", str(_scenario_with_media_port(
+                    tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
+                f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
+                "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
+            call_id = wait_answered(tmp_path)
+            relay_a = _relay_port(tmp_path / "uac_messages.log", "received")
+            assert command(edge, call_id, {"action": "stop_recording"}).status_code == 409
+            assert command(edge, call_id, {"action": "start_recording"}).status_code == 200
+            assert command(edge, call_id, {"action": "start_recording"}).status_code == 409
+            for seq in range(1, 51):  # one second of the caller's audio
+                caller_media.sendto(_rtp(seq), ("127.0.0.1", relay_a))
+                time.sleep(0.02)
+            assert command(edge, call_id, {"action": "stop_recording"}).status_code == 200
+            assert command(edge, call_id, {"action": "play", "source": {
+                "type": "tone"}}).status_code == 409  # relayed: nothing to play into
+            assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+            run_call(caller, callee, edge)
+            [cdr] = cdrs(tmp_path)
+    finally:
+        caller_media.close()
+        callee_media.close()
+    [recorder] = cdr["recorder"]
+    assert recorder["path"].endswith(".wav") and recorder["size"] > 44 + 8000

@@ -8,9 +8,9 @@ Pydantic only: Lambda code imports it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
 class _Command(BaseModel):
@@ -47,12 +47,24 @@ class Hold(_Command):
 
 
 class Transfer(_Command):
-    """Blind transfer of the caller to `target`: an extension of ours (`"1002"`) or a SIP URI.
-    The callee gets BYE; `attended` transfers are not supported (501)."""
+    """Blind transfer of the caller: to `target` (an extension of ours, `"1002"`, or a SIP URI;
+    the callee gets BYE), or to a new step list (`ncco`, or the steps `answer_url` returns: the
+    edge takes the caller itself and runs them). `attended` transfers are not supported (501)."""
 
     action: Literal["transfer"]
-    target: str = Field(min_length=1, max_length=256, pattern=r"^[^\s<>\"]+$")
+    target: str | None = Field(default=None, min_length=1, max_length=256,
+                               pattern=r"^[^\s<>\"]+$")
+    ncco: list[dict[str, Any]] | None = Field(default=None, min_length=1, max_length=100)
+    answer_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    event_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
     attended: bool = False
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Transfer:
+        given = [self.target is not None, self.ncco is not None, self.answer_url is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of target, ncco, answer_url")
+        return self
 
 
 class SendDtmf(_Command):
@@ -67,17 +79,68 @@ class SendDtmf(_Command):
     gap_ms: int = Field(default=100, ge=0, le=2000)
 
 
+class PlaySource(BaseModel):
+    """What `play` plays (COMPAT: `source: {type: file|url|tone|silence, ...}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["file", "url", "tone", "silence"]
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    path: str | None = Field(default=None, max_length=512)
+    frequencies: list[float] = Field(default_factory=lambda: [425.0], min_length=1,
+                                     max_length=4)
+    duration_ms: int = Field(default=1000, ge=20, le=600_000)
+
+    @model_validator(mode="after")
+    def _complete(self) -> PlaySource:
+        if self.type == "url" and self.url is None:
+            raise ValueError("a url source needs url")
+        if self.type == "file" and self.path is None:
+            raise ValueError("a file source needs path")
+        return self
+
+
+class Play(_Command):
+    """Play audio to the caller of a call the edge answered itself (an application's call;
+    409 for a call whose media is only relayed). `loop` 0 = until `stop_playback`."""
+
+    action: Literal["play"]
+    source: PlaySource
+    loop: int = Field(default=1, ge=0, le=1000)
+    level: float = Field(default=0.0, ge=-1.0, le=1.0)
+
+
+class Say(_Command):
+    """Speak `text` to the caller of a call the edge answered (ours, like `play`)."""
+
+    action: Literal["say"]
+    text: str = Field(min_length=1, max_length=1500)
+    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    voice: str | None = Field(default=None, max_length=64)
+    loop: int = Field(default=1, ge=0, le=1000)
+
+
+class StopPlayback(_Command):
+    action: Literal["stop_playback"]
+
+
+class Recording(_Command):
+    """Record the call (stereo WAV: caller left, callee right) from now on, or stop; the
+    recording is stored and listed in the CDR like an automatic one."""
+
+    action: Literal["start_recording", "stop_recording"]
+
+
 class Unsupported(_Command):
-    """Commands COMPAT.md lists that this edge does not carry out yet (501)."""
+    """Commands COMPAT.md lists that this edge does not carry out (501)."""
 
     model_config = ConfigDict(extra="allow")
-    action: Literal[
-        "accept", "play", "stop_playback",
-        "start_recording", "stop_recording", "pause_recording", "resume_recording",
-    ]
+    action: Literal["accept", "pause_recording", "resume_recording"]
 
 
-AnyCommand = Hangup | Mute | Hold | Transfer | SendDtmf | Unsupported
+AnyCommand = (
+    Hangup | Mute | Hold | Transfer | SendDtmf | Play | Say | StopPlayback | Recording
+    | Unsupported
+)
 Command = Annotated[AnyCommand, Field(discriminator="action")]
 _COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 
@@ -101,7 +164,12 @@ __all__ = [
     "Hangup",
     "Hold",
     "Mute",
+    "Play",
+    "PlaySource",
+    "Recording",
+    "Say",
     "SendDtmf",
+    "StopPlayback",
     "Transfer",
     "Unsupported",
     "parse_command",

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import uuid as uuid_module
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from control.contracts.calls import CreateCall
@@ -232,6 +232,58 @@ class CallApplication:
         else:
             status, detail = "failed", "cannot_route"
         self._status(status, detail=detail, sip_code=code)
+
+    # ------------------------------------------------------------------ commands
+
+    def transfer(self, *, steps: Sequence[Mapping[str, Any]] | None = None,
+                 answer_url: str | None = None, event_url: str | None = None) -> str | None:
+        """Replace the running steps (the `transfer` command): what plays stops and the new
+        list (given, or fetched from `answer_url`) runs from its first step. None when done,
+        else why not."""
+        call = self._call
+        if call is None or call.ended or call.answered_at is None:
+            return "the call is not answered"
+        if self.bridged or call.endpoint is None:
+            return "the call is bridged to another party: hang that one up first"
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(Exception):
+            call.endpoint.stop_playback()
+        self.spec = replace(self.spec, steps=steps, answer_url=answer_url,
+                            fallback_answer_url=None,
+                            event_url=event_url or self.spec.event_url)
+        self._position = 0
+        self._task = asyncio.get_running_loop().create_task(self._run(call))
+        self._task.add_done_callback(_log_failure)
+        return None
+
+    async def play_now(self, pcm: Any, *, loop: int, level: float) -> str | None:
+        """Play `pcm` to the party now (the `play`/`say` commands), over whatever plays."""
+        call = self._call
+        if call is None or call.ended or call.endpoint is None:
+            return "the call's media is not terminated on this edge"
+        gain = self._media.sources.gain(level) if self._media.sources else 1.0
+        call.endpoint.play(pcm, loop=loop or FOREVER, gain=gain)
+        return None
+
+    async def speech(self, text: str, *, language: str | None,
+                     voice: str | None) -> Any:
+        return await self._sources().speech(text, language=language, voice=voice)
+
+    async def prompt(self, source: str) -> Any:
+        return await self._sources().prompt(source)
+
+    def record_now(self) -> str | None:
+        """Record the party from now on (the `start_recording` command), like a `record`
+        step: the result goes to the event URL."""
+        call = self._call
+        if call is None or call.ended:
+            return "the call is not answered"
+        try:
+            self._record(call, RecordStep(action="record", split="conversation"))
+        except StepFailed as exc:
+            return str(exc)
+        return None
 
     # ------------------------------------------------------------------ the steps
 

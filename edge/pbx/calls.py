@@ -909,7 +909,7 @@ class CallManager:
             leg.state = "proceeding"
         if (leg is call.transferring or leg is call.connecting) and not call.ended:
             return  # the caller was answered long ago: nothing to tell it
-        if leg.cancel_pending or call.ended or call.answered is not None:
+        if leg.cancel_pending or _settled(call):
             self._cancel_leg(leg)
             return
         now = self._wall()
@@ -935,7 +935,7 @@ class CallManager:
                 body = await call.media.rewrite("b", body)
             except SipParseError:
                 body = b""
-        if call.ended or call.answered is not None:
+        if _settled(call):
             return
         self._respond_a(call, status, None, body=body)
 
@@ -959,7 +959,7 @@ class CallManager:
         if leg is call.connecting and not call.ended:
             self._connect_answered(leg, response)
             return
-        if call.ended or call.answered is not None or leg.state in ("cancelled", "failed"):
+        if _settled(call) or leg.state in ("cancelled", "failed"):
             # Lost the race (another fork answered, or the caller gave up): ACK and BYE.
             self._send_ack(leg, response, b"")
             self._send_bye(dialog, leg.destination.peer)
@@ -1071,7 +1071,7 @@ class CallManager:
             self._cancel_timer(call, "transfer")
             self._hang_up(call, "failed", error=(status, f"transfer failed: {reason}"))
             return
-        if call.ended or call.answered is not None:
+        if _settled(call):
             return
         if self._pending_legs(call):
             return
@@ -1319,7 +1319,7 @@ class CallManager:
 
     def _ring_timeout(self, call: Call) -> None:
         call.timers.pop("ring", None)
-        if call.ended or call.answered is not None:
+        if _settled(call):
             return
         for leg in call.legs:
             if leg.state in ("calling", "proceeding"):
@@ -1735,6 +1735,80 @@ class CallManager:
             self._cancel_leg(leg)
             self._connect_done(call, ConnectResult(False, 480, "No answer"))
 
+    async def take_over(self, call_id: str, decision: RouteDecision) -> str | None:
+        """The edge takes the caller itself and runs an application (`decision`: answer with
+        steps or an answer URL): a ringing call is answered by the edge (its B-legs
+        cancelled), an answered one loses its callee (BYE) and the caller's leg is terminated
+        on the media engine. None when done, else why not."""
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return "no such call"
+        if self._applications is None or self._terminator is None:
+            return "call applications need the media relay and engine"
+        if call.origin != "sip":
+            return "the call was placed by an application: transfer its steps instead"
+        if call.relaying or call.local_offer or call.transferring or call.connecting:
+            return "an offer or a transfer is in progress on this call"
+        if call.answered_at is None:
+            for leg in call.legs:
+                self._cancel_leg(leg)
+            call.groups.clear()
+            self._cancel_timer(call, "ring")
+            call.decision = decision
+            await self._answer_by_application(call, decision)
+            return None
+        codec = None
+        if call.media is None or call.media.session is None:
+            return "the call's media is not relayed by this edge"
+        try:
+            codec = negotiated_codec(SessionDescription.parse(call.sdp_sent.get("a", b"")))
+        except SipParseError:
+            codec = None
+        if codec is None:
+            return "the caller does not speak G.711"
+        old = call.answered
+        if old is not None and old.dialog is not None:
+            self._by_dialog.pop(old.dialog.id, None)
+            if not old.dialog.terminated:
+                self._send_bye(old.dialog, old.destination.peer)
+            call.note(old.leg_id, "transferred", self._wall())
+        call.answered = None
+        call.media.set_muted("b", True)
+        self._terminate(call, "a", codec)
+        call.hooks = self._applications(call, decision)
+        self._changed(call)
+        call.hooks.answered(call)
+        return None
+
+    def start_recording(self, call_id: str) -> str | None:
+        """Record an answered, relayed call from now on (stereo, caller left); None if
+        started, else why not."""
+        call = self.calls.get(call_id)
+        if call is None or call.ended or call.answered_at is None:
+            return "the call is not answered"
+        if call.media is None or call.media.session is None or call.endpoint is not None:
+            return "the call's media is not relayed between two parties on this edge"
+        if call.record or call.recording is not None:
+            return "the call is recorded already"
+        call.record = True
+        self._start_recording(call)
+        call.note("system", "record", self._wall())
+        return None
+
+    def stop_recording(self, call_id: str) -> str | None:
+        """Stop a call's recording; the WAV is kept for the CDR. None if stopped."""
+        call = self.calls.get(call_id)
+        stop = getattr(self._relay, "stop_recording", None)
+        if call is None or call.ended or not call.record or stop is None \
+                or call.media is None or call.media.session is None:
+            return "the call is not being recorded"
+        call.record = False
+        try:
+            call.recording = stop(call.media.session)
+        except Exception:
+            log.exception("recording could not be finished", extra={"call_id": call.call_id})
+        return None
+
     def replace_trunks(self, trunks: Trunks, limits: TrunkLimits) -> None:
         """New trunks and limits (a directory reload). Calls in progress release what they
         hold on the new limiter (`TrunkLimiter.carry_over` moved their counts there)."""
@@ -1875,6 +1949,11 @@ def _user_of(uri: Any) -> str:
     if isinstance(uri, TelUri):
         return uri.digits
     return ""
+
+
+def _settled(call: Call) -> bool:
+    """Ended, or answered (by a B-leg, or by the edge itself): ringing B-legs are history."""
+    return call.ended or call.answered is not None or call.answered_at is not None
 
 
 def info_digits(request: Request) -> list[str]:
