@@ -357,7 +357,8 @@ async def _build_calls(
     recordings.mkdir(parents=True, exist_ok=True)
     limiter = TrunkLimiter(proxy.trunks)
     client = ApplicationClient(client=http_client, secret=webhook_secret,
-                               key_id=config.webhooks.key_id, observer=metrics)
+                               key_id=config.webhooks.key_id, observer=metrics,
+                               timeout_s=config.webhooks.application_timeout_ms / 1000)
     apps = _Applications(client=client)
     apps.media = MediaServices(
         sources=sources,

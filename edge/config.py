@@ -210,6 +210,9 @@ class WebhookSigningConfig(_Section):
 
     secret: str | None = None
     key_id: NonEmptyStr = "k1"
+    # Ours: the whole exchange with a call application's answer URL or event URL (a retry
+    # after a failed connection included).
+    application_timeout_ms: TimeoutMs = 5000
 
 
 DigestAlgorithm = Literal["SHA-256", "MD5"]

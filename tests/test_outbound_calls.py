@@ -339,3 +339,42 @@ def test_outbound_call_nobody_answers(tmp_path: Path) -> None:
     assert app.statuses == ["started", "ringing", "timeout", "no-answer"]
     assert not app.answers  # the answer URL is fetched only when the callee answers
     assert view["status"] == "no-answer"
+
+
+@pytest.mark.parametrize("case", ["fallback", "invalid"])
+def test_answer_url_fallback_and_invalid_steps(tmp_path: Path, case: str) -> None:
+    """A dead answer URL falls back to fallback_url (its steps run: hangup). A step list that
+    does not validate gets an error event naming the step and the defined fallback: the call
+    is hung up with the reason as the CDR's lastError."""
+    callee_port = free_udp_port()
+    steps: list[dict[str, Any]] = [{"action": "hangup"}] if case == "fallback" else [
+        {"action": "talk", "text": "hi"}, {"action": "input", "dtmf": {"maxDigits": 99}}]
+    app = Application(steps)
+    config = pbx_config(tmp_path, trunk_config(callee_port))
+    auth = api_token(tmp_path, config)
+    with application_server(app) as base, running_edge(tmp_path, config_text=config) as edge:
+        callee = Sipp(tmp_path, "callee", [
+            "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml", free_udp_port())),
+            "-p", str(callee_port), "-mp", str(free_udp_port())])
+        time.sleep(0.3)
+        body: dict[str, Any] = {"to": "5551000", "event_url": f"{base}/events"}
+        if case == "fallback":
+            body |= {"answer_url": f"http://127.0.0.1:{free_udp_port()}/dead",
+                     "fallback_url": f"{base}/answer"}
+        else:
+            body |= {"answer_url": f"{base}/answer"}
+        reply = httpx.post(f"http://{edge.http[0]}:{edge.http[1]}/api/v1/calls", headers=auth,
+                           timeout=10, json=body)
+        assert reply.status_code == 201, reply.text
+        assert callee.wait() == 0, callee.explain()  # answered, then our BYE
+        app.wait_for("completed")
+        [cdr] = cdrs(tmp_path)
+    assert len(app.answers) == 1
+    errors = [e for e in app.events if "reason" in e and "status" not in e]
+    if case == "fallback":
+        assert not errors and cdr["lastError"] is None
+    else:
+        [error] = errors
+        assert "step 1 (input) dtmf.maxDigits" in error["reason"]
+        assert cdr["lastError"]["code"] == 500 and "maxDigits" in cdr["lastError"]["reason"]
+    assert cdr["hangupReason"] == "autohangup"

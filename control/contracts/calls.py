@@ -90,6 +90,9 @@ class CreateCall(BaseModel):
     answer_url: Url | None = Field(default=None, description="Fetched when the callee "
                                    "answers; its reply (a JSON step list) is run on the call.")
     answer_method: Literal["GET", "POST"] = "GET"
+    fallback_url: Url | None = Field(default=None, validation_alias="fallback_answer_url",
+                                     description="Fetched when answer_url fails (Vonage: "
+                                     "fallback_url).")
     ncco: list[dict[str, Any]] | None = Field(default=None, min_length=1, max_length=100,
                                               description="The steps, instead of answer_url.")
     event_url: Url | None = Field(default=None, description="Receives the call's status "
@@ -103,7 +106,7 @@ class CreateCall(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, max_length=20,
                                     description="SIP headers added to the INVITE to `to`.")
 
-    @field_validator("answer_url", "event_url")
+    @field_validator("answer_url", "event_url", "fallback_url")
     @classmethod
     def _urls(cls, value: str | None) -> str | None:
         return _http_url(value)

@@ -88,25 +88,25 @@ class ApplicationClient:
         started = time.monotonic()
         status: int | None = None
         reply = b""
-        for attempt in (1, 2):
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    response = await self.client.request(
-                        method, url, content=body or None, params=params, headers=headers,
-                        timeout=self.timeout_s,
-                    )
-                status, reply = response.status_code, response.content[:MAX_REPLY_BYTES]
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                reply = f"connection failed ({type(exc).__name__})".encode()
-                if attempt == 2:
+        try:
+            # One deadline for the whole exchange, the retry after a failed connection
+            # included (nothing reached the application then: the retry cannot duplicate).
+            async with asyncio.timeout(self.timeout_s):
+                for _ in range(2):
+                    try:
+                        response = await self.client.request(
+                            method, url, content=body or None, params=params, headers=headers,
+                            timeout=self.timeout_s,
+                        )
+                    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                        reply = f"connection failed ({type(exc).__name__})".encode()
+                        continue
+                    status, reply = response.status_code, response.content[:MAX_REPLY_BYTES]
                     break
-            except (TimeoutError, httpx.TimeoutException):
-                reply = f"timeout after {self.timeout_s:g} s".encode()
-                break
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                reply = f"{type(exc).__name__}: {str(exc)[:200]}".encode()
-                break
+        except (TimeoutError, httpx.TimeoutException):
+            reply = f"timeout after {self.timeout_s:g} s".encode()
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            reply = f"{type(exc).__name__}: {str(exc)[:200]}".encode()
         if self.observer is not None:
             self.observer.webhook_delivered(event, status, time.monotonic() - started)
         return status, reply

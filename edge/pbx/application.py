@@ -131,7 +131,8 @@ class AppSpec:
     def outbound(cls, request: CreateCall) -> AppSpec:
         return cls(to=request.to, from_=request.from_ or "anonymous", direction="outbound",
                    steps=request.ncco, answer_url=request.answer_url,
-                   answer_method=request.answer_method, event_url=request.event_url)
+                   answer_method=request.answer_method,
+                   fallback_answer_url=request.fallback_url, event_url=request.event_url)
 
 
 @dataclass(slots=True, kw_only=True)
