@@ -64,7 +64,9 @@ def test_hangup_command_ends_the_call_on_the_wire(tmp_path: Path) -> None:
         assert command(edge, "no-such-call", {"action": "hangup"}).status_code == 404
         bad = command(edge, call_id, {"action": "hangup", "code": 99})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "hangup.code"
-        assert command(edge, call_id, {"action": "accept"}).status_code == 501
+        assert command(edge, call_id, {"action": "accept"}).status_code == 409  # answered
+        assert command(edge, call_id, {"action": "accept", "sdp": "v=0"}).status_code == 501
+        assert command(edge, call_id, {"action": "pause_recording"}).status_code == 501
         # An unknown transfer target is refused; the call goes on.
         assert command(edge, call_id, {"action": "transfer", "target": "1099"}).status_code == 409
         reply = command(edge, call_id, {"action": "hangup", "reason": "operator"})

@@ -130,15 +130,27 @@ class Recording(_Command):
     action: Literal["start_recording", "stop_recording"]
 
 
+class Accept(_Command):
+    """Answer a ringing call now: the edge answers the caller itself (its B-legs cancelled)
+    and holds it, silent, for the next commands (`play`, `say`, `transfer`, `hangup`), at
+    most `hold_s` seconds. An answer `sdp` of the API caller's own (RustPBX's option) is not
+    supported (501); `callee` is accepted and ignored."""
+
+    action: Literal["accept"]
+    callee: str | None = Field(default=None, max_length=256)
+    sdp: str | None = Field(default=None, max_length=16_384)
+    hold_s: int = Field(default=3600, ge=1, le=7200)
+
+
 class Unsupported(_Command):
     """Commands COMPAT.md lists that this edge does not carry out (501)."""
 
     model_config = ConfigDict(extra="allow")
-    action: Literal["accept", "pause_recording", "resume_recording"]
+    action: Literal["pause_recording", "resume_recording"]
 
 
 AnyCommand = (
-    Hangup | Mute | Hold | Transfer | SendDtmf | Play | Say | StopPlayback | Recording
+    Hangup | Mute | Hold | Transfer | SendDtmf | Play | Say | StopPlayback | Recording | Accept
     | Unsupported
 )
 Command = Annotated[AnyCommand, Field(discriminator="action")]
@@ -158,6 +170,7 @@ class CommandReply(BaseModel):
 
 
 __all__ = [
+    "Accept",
     "AnyCommand",
     "Command",
     "CommandReply",

@@ -6,7 +6,8 @@ a ringing caller), `mute`/`unmute` stop or resume the media relayed from one par
 `unhold` re-INVITE one party with a=sendonly / a=sendrecv, `transfer` replaces the callee by
 another party (blind) or hands the caller to a new step list, `send_dtmf` sends digits to one
 party as SIP INFO, `start_recording`/`stop_recording` record the call, and `play`, `say` and
-`stop_playback` play to the caller of a call the edge answered itself (an application's).
+`stop_playback` play to the caller of a call the edge answered itself (an application's), and
+`accept` answers a ringing caller on the edge, holding it for the next commands.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.contracts.commands import (
+    Accept,
     AnyCommand,
     Hangup,
     Hold,
@@ -87,6 +89,16 @@ async def execute(calls: CallManager, call_id: str, command: AnyCommand) -> Outc
         return _result(calls.stop_recording(call_id))
     if isinstance(command, Play | Say | StopPlayback):
         return await _play(call, command)
+    if isinstance(command, Accept):
+        if command.sdp is not None:
+            return Outcome(501, "accept with an SDP of your own is not supported: the edge "
+                                "answers with its own media")
+        if call.answered_at is not None:
+            return Outcome(409, "the call is answered already")
+        # The edge answers and holds the caller (silence) until the next command.
+        decision = RouteDecision(action="answer", steps=(
+            {"action": "wait", "timeout": command.hold_s},))
+        return _result(await calls.take_over(call_id, decision))
     return Outcome(501, f"{command.action!r} is not supported by this edge")
 
 
