@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, Literal, cast
 
 import httpx
 from starlette.routing import Mount
@@ -42,6 +42,7 @@ from edge.io.commands import command_route, originate_route
 from edge.io.control_client import RequestSigner, build_client
 from edge.io.heartbeat import Heartbeat
 from edge.io.http import EdgeStatus, HttpServer, build_http_app, format_address
+from edge.io.media_engine import Codec, Endpoint, MediaEngine
 from edge.io.prompts import PcmLru, PromptLibrary
 from edge.io.rtp_relay import RelayedCall, RtpRelay
 from edge.io.sip_server import TOKENS, SipServer
@@ -57,7 +58,7 @@ from edge.pbx.core import PbxCore
 from edge.pbx.directory_routing import DirectoryRouting
 from edge.pbx.http_router import CallRouter, HttpRouter
 from edge.pbx.locator import LocatorNotifier
-from edge.pbx.media import MediaRelay
+from edge.pbx.media import MediaRelay, NegotiatedCodec
 from edge.pbx.registrar import Registrar
 from edge.pbx.routing import StaticRouter, TrunkDirectory, TrunkLimiter
 from edge.pbx.security import AccessList, Admission, BruteForceGuard, RateLimiter, ScannerFilter
@@ -330,9 +331,15 @@ async def _build_calls(
         trunks=trunks,
     )
     relay: RtpRelay | None = None
+    terminator: EngineTerminator | None = None
     if proxy.media_proxy == "all":
         relay = RtpRelay(proxy.addr, proxy.rtp_start_port, proxy.rtp_end_port)
         stack.callback(relay.close)
+        # Legs the edge itself talks to (call applications) run on one media clock.
+        engine = MediaEngine(relay)
+        engine.start()
+        stack.push_async_callback(engine.aclose)
+        terminator = EngineTerminator(engine)
         metrics.on_scrape(lambda m: m.set_rtp(relay.packets_relayed, relay.packets_dropped,
                                               len(relay.sessions)) if relay else None)
     writer = CallStateWriter(stores.calls, edge_id, time.time)
@@ -384,6 +391,7 @@ async def _build_calls(
         observer=metrics,
         token=TOKENS.token,
         applications=starter,
+        terminator=terminator,
         settings=CallSettings(
             max_ring_time_s=proxy.max_ring_time,
             max_call_duration_s=proxy.max_call_duration,
@@ -411,6 +419,20 @@ async def _build_calls(
     await routing.start()
     stack.push_async_callback(routing.stop)
     return calls, ledger, router, apps
+
+
+@dataclass(slots=True)
+class EngineTerminator:
+    """The B2BUA's `MediaTerminator` over the media engine."""
+
+    engine: MediaEngine
+
+    def attach(self, session: Any, leg: Literal["a", "b"], codec: NegotiatedCodec) -> Endpoint:
+        return self.engine.attach(cast(RelayedCall, session), leg, Codec(
+            codec.payload_type, codec.name, codec.telephone_event_pt))
+
+    def detach(self, endpoint: Any, *, hangup: bool = False) -> None:
+        self.engine.detach(cast(Endpoint, endpoint), hangup=hangup)
 
 
 @dataclass(slots=True, kw_only=True)

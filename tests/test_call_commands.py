@@ -374,3 +374,60 @@ def test_start_and_stop_recording_commands(tmp_path: Path) -> None:
         callee_media.close()
     [recorder] = cdr["recorder"]
     assert recorder["path"].endswith(".wav") and recorder["size"] > 44 + 8000
+
+
+def wait_ringing(tmp: Path, timeout: float = 10.0) -> str:
+    """The caller's Call-ID once its call rings (180 in the UAC's message log)."""
+    deadline = time.monotonic() + timeout
+    log = tmp / "uac_messages.log"
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "SIP/2.0 180" in text:
+            found = re.search(r"^Call-ID: (\S+)", text, re.MULTILINE)
+            assert found is not None
+            return found.group(1)
+        time.sleep(0.1)
+    raise AssertionError("the call did not ring")
+
+
+def test_accept_answers_a_ringing_caller_on_the_edge(tmp_path: Path) -> None:
+    """accept: the ringing callee gets CANCEL, the caller 200 from the edge (its media on the
+    engine: play and say reach it), and hangup ends it with BYE."""
+    port = free_udp_port()
+    config = pbx_config(tmp_path, trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_ring.xml", port)  # rings until CANCEL
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge)
+        call_id = wait_ringing(tmp_path)
+        assert command(edge, call_id, {"action": "accept", "hold_s": 30}).status_code == 200
+        assert callee.wait() == 0, callee.explain()  # CANCEL, 487, ACK
+        wait_answered(tmp_path)
+        assert command(edge, call_id, {"action": "play", "source": {
+            "type": "tone", "frequencies": [440], "duration_ms": 500}}).status_code == 200
+        assert command(edge, call_id, {"action": "say", "text": "Please hold"}).status_code \
+            == 200
+        assert command(edge, call_id, {"action": "stop_playback"}).status_code == 200
+        assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+        run_call(caller, None, edge)  # the caller got the BYE
+        [cdr] = cdrs(tmp_path)
+    assert cdr["status"] == "completed" and cdr["hangupReason"] == "bySystem"
+
+
+def test_transfer_to_steps_takes_the_caller_from_its_callee(tmp_path: Path) -> None:
+    """transfer {ncco}: the callee gets BYE at once, the caller hears the steps (talk) and
+    then gets BYE from the hangup step."""
+    port = free_udp_port()
+    config = pbx_config(tmp_path, trunk_config(port))
+    with running_edge(tmp_path, config_text=config) as edge:
+        callee = uas(tmp_path, "uas_answer.xml", port)
+        caller = uac(tmp_path, "uac_wait_bye.xml", edge)
+        call_id = wait_answered(tmp_path)
+        reply = command(edge, call_id, {"action": "transfer", "ncco": [
+            {"action": "talk", "text": "Goodbye"}, {"action": "hangup"}]})
+        assert reply.status_code == 200, reply.text
+        assert callee.wait() == 0, callee.explain()  # BYE at the transfer
+        run_call(caller, None, edge)  # BYE after the steps
+        [cdr] = cdrs(tmp_path)
+    assert cdr["hangupReason"] == "autohangup"
+    events = [(e["legId"], e["eventType"]) for e in cdr["legTimeline"]["events"]]
+    assert ("b1", "transferred") in events

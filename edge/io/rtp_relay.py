@@ -8,6 +8,10 @@ almost all of it in the two syscalls).
 Recording (issue 5 item 6) taps a call by swapping its protocols' `receive` for a `_RecordingTap`
 that also feeds each accepted RTP packet to a `StereoRecorder`; calls not recorded run the plain
 path untouched. One flush task per relay moves the final frames of every recording to its file.
+
+Terminated legs (the media engine, edge/io/media_engine.py) hand a leg's datagrams to another
+`receive` with `set_leg_receive`, and send from the leg's own RTP socket (`rtp_transport`); a
+recording taps whatever `receive` is installed.
 """
 
 from __future__ import annotations
@@ -139,10 +143,27 @@ class RelayedCall:
     closed: bool = False
     recording: _Recording | None = field(default=None, repr=False)
     recording_result: RecordingResult | None = None
+    # `set_leg_receive`: the receive installed for a leg ("a"/"b") instead of the session's.
+    leg_receive: dict[str, Receive] = field(default_factory=dict, repr=False)
 
     @property
     def recorded(self) -> bool:
         return self.recording is not None
+
+    def leg(self, name: str) -> RelayLeg:
+        """Leg "a" or "b" of the session."""
+        if name not in ("a", "b"):
+            raise ValueError(f"no leg {name!r}: a relayed call has legs 'a' and 'b'")
+        return self.session.a if name == "a" else self.session.b
+
+    def rtp_transport(self, name: str) -> asyncio.DatagramTransport | None:
+        """The transport of leg `name`'s local RTP socket: media *towards* that leg leaves
+        from it (symmetric RTP). None once the call is closed."""
+        transport = self.protocols[0 if self.leg(name) is self.session.a else 2].transport
+        return None if self.closed else transport
+
+    def _receive_for(self, protocol: _LegProtocol) -> Receive:
+        return self.leg_receive.get(protocol.leg.name, self.session.receive)
 
 
 class RtpRelay:
@@ -334,7 +355,7 @@ class RtpRelay:
         call.recording_result = None
         for protocol in call.protocols:
             channel = 0 if protocol.leg is call.session.a else 1
-            protocol.receive = _RecordingTap(call.session.receive, channel, recording)
+            protocol.receive = _RecordingTap(call._receive_for(protocol), channel, recording)
         self._recorded[call.id] = call
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = self._loop.create_task(self._flush_loop())
@@ -348,7 +369,7 @@ class RtpRelay:
         if recording is None:
             return None
         for protocol in call.protocols:
-            protocol.receive = call.session.receive
+            protocol.receive = call._receive_for(protocol)
         call.recording = None
         self._recorded.pop(call.id, None)
         try:
@@ -362,6 +383,33 @@ class RtpRelay:
             log.exception("recording %s could not be finalised", recording.file.path)
             return None
         return call.recording_result
+
+    # --- terminated legs (the media engine's hook) --------------------------------------------
+
+    def set_leg_receive(self, call: RelayedCall, leg: str, receive: Receive | None) -> None:
+        """Hand the datagrams arriving on leg `leg`'s RTP and RTCP sockets to `receive` instead
+        of `call.session.receive`; None puts the session back (plain relaying resumes on the
+        same sockets). `receive` has the session's signature and is expected to call
+        `session.receive` itself for the leg's latching and counters, returning what is to be
+        sent from the other leg's sockets (usually nothing). A recording in progress, or
+        started later, taps whatever is installed. Does nothing on a closed call."""
+        call.leg(leg)  # ValueError for a bad name
+        if receive is None:
+            call.leg_receive.pop(leg, None)
+        else:
+            call.leg_receive[leg] = receive
+        if call.closed:
+            return
+        recording = call.recording
+        for protocol in call.protocols:
+            if protocol.leg.name != leg:
+                continue
+            base = call._receive_for(protocol)
+            if recording is not None:
+                channel = 0 if protocol.leg is call.session.a else 1
+                protocol.receive = _RecordingTap(base, channel, recording)
+            else:
+                protocol.receive = base
 
     @property
     def recordings_active(self) -> int:

@@ -135,7 +135,7 @@ class MediaTerminator(Protocol):
     to plain relaying (a `connect` bridged it to another party)."""
 
     def attach(self, session: Any, leg: LegName, codec: NegotiatedCodec) -> Any: ...
-    def detach(self, endpoint: Any) -> None: ...
+    def detach(self, endpoint: Any, *, hangup: bool = False) -> None: ...
 
 
 class ApplicationStarter(Protocol):
@@ -555,13 +555,13 @@ class CallManager:
                 and call.media.session is not None:
             call.endpoint = self._terminator.attach(call.media.session, leg, codec)
 
-    def _release(self, call: Call) -> None:
-        """The leg goes back to plain relaying (or the call ends)."""
+    def _release(self, call: Call, *, hangup: bool = False) -> None:
+        """The leg goes back to plain relaying (`hangup`: the call ends)."""
         endpoint, call.endpoint = call.endpoint, None
         call.app_leg = None
         if endpoint is not None and self._terminator is not None:
             try:
-                self._terminator.detach(endpoint)
+                self._terminator.detach(endpoint, hangup=hangup)
             except Exception:
                 log.exception("media endpoint not detached", extra={"call_id": call.call_id})
 
@@ -1847,7 +1847,7 @@ class CallManager:
         for name in list(call.timers):
             self._cancel_timer(call, name)
         self._stop_retransmit(call)
-        self._release(call)
+        self._release(call, hangup=True)
         if call.media is not None:
             stop = getattr(self._relay, "stop_recording", None)
             if call.record and stop is not None and call.media.session is not None:

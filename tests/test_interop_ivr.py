@@ -1,0 +1,276 @@
+"""Call applications with real softphones (issue 7 item 7): baresip dials a number the routing
+webhook answers with Vonage-form steps (talk + input), sends DTMF "1" as RFC 4733, the
+application gets digits "1" and replies with a `connect` to a second registered baresip, and
+audio flows both ways once bridged; in-band DTMF from a WAV (no RFC 4733) is collected; a
+`record` step's WAV holds the caller's tone; three callers in one `conversation` each hear the
+other two. The application is a local HTTP server on 127.0.0.1 that checks every signature."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import wave
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from control.contracts.signing import verification_failure
+from tests.audio_checks import band_share, read_wav, rms, write_tone
+from tests.edge_process import EdgeProcess, running_edge
+from tests.interop.clients.softphones import BaresipPhone, baresip_phone
+from tests.test_interop_calls import (
+    USERS,
+    assert_hears,
+    needs_baresip,
+    sip_host,
+)
+
+pytestmark = [pytest.mark.interop, needs_baresip]
+
+REALM = "pbx.test"
+SECRET = "ivr-webhook-secret"
+SHARED_AUDIO = Path(__file__).parent / "vectors" / "audio"  # copies of ../shared/audio
+Reply = Callable[[str, dict[str, Any]], Any]
+
+
+class App:
+    """Answers /route (the routing webhook) and the application URLs via `reply`; keeps
+    every event it receives."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.bad_signatures = 0
+
+    def wait_for(self, path: str, match: Callable[[dict[str, Any]], bool],
+                  timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for seen_path, body in list(self.events):
+                if seen_path == path and match(body):
+                    return body
+            time.sleep(0.05)
+        raise AssertionError(f"no matching event at {path}: {self.events}")
+
+
+@contextmanager
+def app_server(app: App) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if verification_failure(body, dict(self.headers.items()), secrets={"k1": SECRET},
+                                    now=time.time()) is not None:
+                app.bad_signatures += 1
+            data = json.loads(body) if body else {}
+            path = self.path.split("?")[0]
+            app.events.append((path, data))
+            answer = app.reply(path, data)
+            out = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def edge_config(tmp: Path, router_url: str) -> str:
+    users = ", ".join(
+        f'{{ username = "{name}", password = "{password}" }}' for name, password in USERS.items()
+    )
+    return "\n".join([
+        'edge_id = "edge-ivr"',
+        "[proxy]",
+        'addr = "127.0.0.1"', "udp_port = 0", "tcp_port = 0",
+        f'realms = ["{REALM}"]',
+        'media_proxy = "all"', "rtp_start_port = 33000", "rtp_end_port = 33999",
+        "[proxy.security]", "auth_failures_max = 1000", 'digest_algorithms = ["MD5"]',
+        "[[proxy.user_backends]]", 'type = "memory"', f"users = [{users}]",
+        "[proxy.http_router]", f'url = "{router_url}"', "fallback_to_static = true",
+        "[http]", 'addr = "127.0.0.1:0"',
+        "[store]", f'path = "{tmp / "sdpbx.sqlite3"}"', f'spool_path = "{tmp / "spool"}"',
+        "[callrecord]", 'type = "local"', f'root = "{tmp / "cdr"}"',
+        "[recording]", f'path = "{tmp / "recordings"}"',
+        "[webhooks]", f'secret = "{SECRET}"',
+        "[log]", 'level = "info"', 'format = "json"',
+        "",
+    ])
+
+
+@contextmanager
+def ivr_edge(tmp: Path, reply: Reply) -> Iterator[tuple[EdgeProcess, App, str]]:
+    app = App(reply)
+    with app_server(app) as base, running_edge(
+            tmp, config_text=edge_config(tmp, f"{base}/route")) as edge:
+        yield edge, app, base
+    assert app.bad_signatures == 0
+
+
+def phone(tmp: Path, edge: EdgeProcess, name: str, source: Path) -> Any:
+    return baresip_phone(tmp / name, aor=f"sip:{name}@{sip_host(edge.sip_udp)}",
+                         password=USERS[name], source=source)
+
+
+def not_handled(data: dict[str, Any]) -> dict[str, Any]:
+    return {"action": "not_handled"}
+
+
+def dial(caller: BaresipPhone, target: str) -> None:
+    response = caller.control.command("dial", target)
+    assert response is not None and response.get("ok"), (response, caller.output()[-3000:])
+    assert caller.wait_event("CALL_ESTABLISHED", 15) is not None, caller.output()[-6000:]
+
+
+def hang_up(caller: BaresipPhone) -> None:
+    caller.control.command("hangup")
+    assert caller.wait_event("CALL_CLOSED", 10) is not None, caller.output()[-3000:]
+
+
+def test_talk_input_rfc4733_then_connect_to_a_second_phone(tmp_path: Path) -> None:
+    def reply(path: str, data: dict[str, Any]) -> Any:
+        if path == "/route":
+            if "500@" not in data.get("uri", ""):
+                return not_handled(data)
+            # Vonage's own NCCO form (talk, input with eventUrl arrays), as in its docs.
+            return {"action": "answer", "event_url": f"{base}/events", "steps": [
+                {"action": "talk", "text": "Welcome. Press one to reach Bob.", "bargeIn": True},
+                {"action": "input", "type": ["dtmf"],
+                 "dtmf": {"maxDigits": 1, "timeOut": 10}, "eventUrl": [f"{base}/input"]}]}
+        if path == "/input" and data.get("dtmf", {}).get("digits") == "1":
+            return [{"action": "connect", "endpoint": [{"type": "app", "user": "bob"}]}]
+        return None
+
+    alice_tone = write_tone(tmp_path / "alice.wav", 1000.0, 40)
+    bob_tone = write_tone(tmp_path / "bob.wav", 440.0, 40)
+    with ivr_edge(tmp_path, reply) as (edge, app, base):
+        with (phone(tmp_path, edge, "bob", bob_tone) as bob,
+              phone(tmp_path, edge, "alice", alice_tone) as alice):
+            assert bob.wait_registered() and alice.wait_registered(), alice.output()[-3000:]
+            dial(alice, f"sip:500@{sip_host(edge.sip_udp)}")
+            time.sleep(1.0)
+            assert alice.control.command("sndcode", "1") is not None
+            result = app.wait_for("/input", lambda e: "dtmf" in e)
+            assert bob.wait_event("CALL_ESTABLISHED", 15) is not None, (
+                bob.output()[-4000:], edge.log()[-4000:])
+            time.sleep(4.0)
+            hang_up(alice)
+            assert bob.wait_event("CALL_CLOSED", 10) is not None, bob.output()[-3000:]
+        statuses = [e.get("status") for p, e in app.events if p == "/events"]
+    assert result["dtmf"] == {"digits": "1", "timed_out": False}, result
+    assert result["state"]["values"] == {"input1": "1"}
+    assert statuses[:2] == ["started", "answered"] and "completed" in statuses, statuses
+    assert_hears(bob, "bob", 1000.0)  # alice, bridged through the relay
+    heard = read_wav(alice.received_audio() or Path("missing"))
+    [samples] = heard.channels
+    assert band_share(samples, heard.rate, 440.0) > 0.3, "alice did not hear bob"
+
+
+def _dtmf_source(tmp: Path) -> Path:
+    """1 s of silence, the shared "1234#" tones, then 20 s of silence (baresip hangs up when
+    its source ends)."""
+    with wave.open(str(SHARED_AUDIO / "dtmf_1234hash_8k.wav")) as source:
+        tones = np.frombuffer(source.readframes(source.getnframes()), dtype="<i2")
+    samples = np.concatenate([np.zeros(8000, "<i2"), tones, np.zeros(160_000, "<i2")])
+    path = tmp / "dtmf-source.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(samples.tobytes())
+    return path
+
+
+def test_inband_dtmf_is_collected(tmp_path: Path) -> None:
+    def reply(path: str, data: dict[str, Any]) -> Any:
+        if path == "/route":
+            return {"action": "answer", "steps": [
+                {"action": "input", "dtmf": {"maxDigits": 8, "submitOnHash": True,
+                                             "timeOut": 8}, "eventUrl": [f"{base}/input"]},
+                {"action": "hangup"}]}
+        return None
+
+    with (ivr_edge(tmp_path, reply) as (edge, app, base),
+          phone(tmp_path, edge, "alice", _dtmf_source(tmp_path)) as alice):
+        assert alice.wait_registered(), alice.output()[-3000:]
+        dial(alice, f"sip:600@{sip_host(edge.sip_udp)}")
+        result = app.wait_for("/input", lambda e: "dtmf" in e)
+        assert alice.wait_event("CALL_CLOSED", 10) is not None  # the hangup step
+    assert result["dtmf"] == {"digits": "1234", "timed_out": False}, result
+
+
+def test_record_step_holds_the_callers_tone(tmp_path: Path) -> None:
+    def reply(path: str, data: dict[str, Any]) -> Any:
+        if path == "/route":
+            return {"action": "answer", "steps": [
+                {"action": "record", "timeOut": 3, "eventUrl": [f"{base}/recorded"]},
+                {"action": "wait", "timeout": 4}, {"action": "hangup"}]}
+        return None
+
+    with ivr_edge(tmp_path, reply) as (edge, app, base):
+        with phone(tmp_path, edge, "alice", write_tone(tmp_path / "a.wav", 1000.0, 30)) as alice:
+            assert alice.wait_registered(), alice.output()[-3000:]
+            dial(alice, f"sip:700@{sip_host(edge.sip_udp)}")
+            event = app.wait_for("/recorded", lambda e: "recording_url" in e)
+            assert alice.wait_event("CALL_CLOSED", 10) is not None
+        recordings = sorted((tmp_path / "recordings" / "calls").rglob("*.wav"))
+        deadline = time.monotonic() + 10
+        while not recordings and time.monotonic() < deadline:
+            time.sleep(0.1)
+            recordings = sorted((tmp_path / "recordings" / "calls").rglob("*.wav"))
+    assert "/recordings/1" in event["recording_url"], event
+    assert int(event["size"]) > 8000
+    [path] = recordings
+    audio = read_wav(path)
+    party = audio.channels[0]
+    assert 2.0 <= audio.seconds <= 4.0, audio.seconds
+    assert rms(party) > 0.02 and band_share(party, audio.rate, 1000.0) > 0.6
+
+
+def test_three_party_conference(tmp_path: Path) -> None:
+    def reply(path: str, data: dict[str, Any]) -> Any:
+        if path == "/route":
+            return {"action": "answer", "steps": [
+                {"action": "conversation", "name": "room-42"}]}
+        return None
+
+    freqs = {"alice": 1000.0, "bob": 440.0, "carol": 700.0}
+    with (ivr_edge(tmp_path, reply) as (edge, _, _),
+          phone(tmp_path, edge, "alice", write_tone(tmp_path / "a.wav", 1000.0, 40)) as a,
+          phone(tmp_path, edge, "bob", write_tone(tmp_path / "b.wav", 440.0, 40)) as b,
+          phone(tmp_path, edge, "carol", write_tone(tmp_path / "c.wav", 700.0, 40)) as c):
+        phones = {"alice": a, "bob": b, "carol": c}
+        for one in phones.values():
+            assert one.wait_registered(), one.output()[-3000:]
+        for one in phones.values():
+            dial(one, f"sip:800@{sip_host(edge.sip_udp)}")
+        time.sleep(4.0)
+        for one in phones.values():
+            hang_up(one)
+    for name, one in phones.items():
+        path = one.received_audio()
+        assert path is not None, name
+        heard = read_wav(path)
+        [samples] = heard.channels
+        for other, hz in freqs.items():
+            share = band_share(samples, heard.rate, hz)
+            if other == name:
+                assert share < 0.05, (name, "hears itself", share)
+            else:
+                assert share > 0.1, (name, "does not hear", other, share)
