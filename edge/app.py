@@ -30,6 +30,7 @@ from starlette.routing import Mount
 
 from control.api.active_calls import EdgeCommandClient
 from control.api.app import create_app
+from control.contracts.ncco import AnyStep, parse_steps
 from control.store.factory import open_stores
 from control.store.ports import Stores
 from control.store.spool import BlobSpool
@@ -238,7 +239,7 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         # ... and places calls for the outbound-call API, whose applications it then runs.
         originate = originate_route(
             calls, secrets={config.webhooks.key_id: webhook_secret},
-            applications=apps.client, media=apps.media,
+            applications=apps.client, media=apps.media, fallback=apps.fallback,
             # A bare extension or number is completed with the domain phones register to:
             # the first realm, else this edge's own SIP address.
             domain=proxy.realms[0] if proxy.realms else _advertised(sip.udp_address),
@@ -365,13 +366,14 @@ async def _build_calls(
     limiter = TrunkLimiter(proxy.trunks)
     client = ApplicationClient(client=http_client, secret=webhook_secret,
                                key_id=config.webhooks.key_id, observer=metrics,
-                               timeout_s=config.webhooks.application_timeout_ms / 1000)
+                               timeout_s=config.applications.timeout_ms / 1000)
     apps = _Applications(client=client)
     apps.media = MediaServices(
         sources=sources,
         recordings=SpoolRecordings(spool, recordings / "steps", lambda: apps.public_url))
+    apps.fallback = tuple(parse_steps(config.applications.fallback_steps))
     starter = InboundApplications(fetcher=client, events=lambda: EventChannel(client),
-                                  clock=time.time, media=apps.media)
+                                  clock=time.time, media=apps.media, fallback=apps.fallback)
     calls = CallManager(
         sip,
         local_address=lambda transport: (
@@ -441,6 +443,7 @@ class _Applications:
 
     client: ApplicationClient
     media: MediaServices | None = None
+    fallback: tuple[AnyStep, ...] = ()  # [applications] fallback_steps
     public_url: str = "http://127.0.0.1"  # the control API, as applications reach it
 
 

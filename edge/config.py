@@ -210,9 +210,6 @@ class WebhookSigningConfig(_Section):
 
     secret: str | None = None
     key_id: NonEmptyStr = "k1"
-    # Ours: the whole exchange with a call application's answer URL or event URL (a retry
-    # after a failed connection included).
-    application_timeout_ms: TimeoutMs = 5000
 
 
 DigestAlgorithm = Literal["SHA-256", "MD5"]
@@ -528,6 +525,30 @@ class MediaConfig(_Section):
     memory_cache_mb: Annotated[int, Field(ge=0, le=65_536)] = 64
 
 
+class ApplicationsConfig(_Section):
+    """`[applications]` (ours): how the edge runs call applications (docs/ncco.md)."""
+
+    # The whole exchange with an answer URL or event URL, a retry after a failed connection
+    # included.
+    timeout_ms: TimeoutMs = 5000
+    # Steps run instead when an application's step list cannot be had or does not validate
+    # (its answer URL and fallback failed, or the steps are invalid); empty: hang up. The
+    # CDR's lastError says why either way.
+    fallback_steps: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("fallback_steps")
+    @classmethod
+    def _valid_steps(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if value:
+            from control.contracts.ncco import StepsInvalid, parse_steps
+
+            try:
+                parse_steps(value)
+            except StepsInvalid as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 class TtsConfig(_Section):
     """`[tts]` (ours): the text-to-speech engine of say/talk steps (edge.io.tts)."""
 
@@ -551,6 +572,7 @@ class Config(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     webhooks: WebhookSigningConfig = Field(default_factory=WebhookSigningConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    applications: ApplicationsConfig = Field(default_factory=ApplicationsConfig)
     tts: TtsConfig = Field(default_factory=TtsConfig)
     edge_id: str | None = None  # this edge's id in the shared state; default: hostname-port
 

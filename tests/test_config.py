@@ -483,3 +483,12 @@ def test_example_file_shows_every_key() -> None:
     data = tomllib.loads(_uncommented(EXAMPLE.read_text(encoding="utf-8")))
     missing = _all_keys(Config, set()) - _keys_in(data)
     assert not missing, f"keys missing from {EXAMPLE.name}: {sorted(missing)}"
+
+
+def test_application_fallback_steps_are_validated_at_load() -> None:
+    good = parse_config('[applications]\nfallback_steps = [{ action = "talk", text = "Sorry" }, '
+                        '{ action = "hangup" }]\n', source="test.toml")
+    assert [step["action"] for step in good.applications.fallback_steps] == ["talk", "hangup"]
+    [problem] = problems('[applications]\nfallback_steps = [{ action = "input", dtmf = '
+                         '{ maxDigits = 99 } }]\n')
+    assert "applications.fallback_steps" in problem and "maxDigits" in problem

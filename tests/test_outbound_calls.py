@@ -341,34 +341,39 @@ def test_outbound_call_nobody_answers(tmp_path: Path) -> None:
     assert view["status"] == "no-answer"
 
 
-@pytest.mark.parametrize("case", ["fallback", "invalid"])
+@pytest.mark.parametrize("case", ["fallback", "invalid", "fallback_steps"])
 def test_answer_url_fallback_and_invalid_steps(tmp_path: Path, case: str) -> None:
     """A dead answer URL falls back to fallback_url (its steps run: hangup). A step list that
     does not validate gets an error event naming the step and the defined fallback: the call
-    is hung up with the reason as the CDR's lastError."""
+    is hung up with the reason as the CDR's lastError, or the configured fallback steps run."""
     callee_port = free_udp_port()
     steps: list[dict[str, Any]] = [{"action": "hangup"}] if case == "fallback" else [
         {"action": "talk", "text": "hi"}, {"action": "input", "dtmf": {"maxDigits": 99}}]
     app = Application(steps)
-    config = pbx_config(tmp_path, trunk_config(callee_port))
-    auth = api_token(tmp_path, config)
-    with application_server(app) as base, running_edge(tmp_path, config_text=config) as edge:
-        callee = Sipp(tmp_path, "callee", [
-            "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml", free_udp_port())),
-            "-p", str(callee_port), "-mp", str(free_udp_port())])
-        time.sleep(0.3)
-        body: dict[str, Any] = {"to": "5551000", "event_url": f"{base}/events"}
-        if case == "fallback":
-            body |= {"answer_url": f"http://127.0.0.1:{free_udp_port()}/dead",
-                     "fallback_url": f"{base}/answer"}
-        else:
-            body |= {"answer_url": f"{base}/answer"}
-        reply = httpx.post(f"http://{edge.http[0]}:{edge.http[1]}/api/v1/calls", headers=auth,
-                           timeout=10, json=body)
-        assert reply.status_code == 201, reply.text
-        assert callee.wait() == 0, callee.explain()  # answered, then our BYE
-        app.wait_for("completed")
-        [cdr] = cdrs(tmp_path)
+    with application_server(app) as base:
+        extra = "" if case != "fallback_steps" else (
+            "[applications]\nfallback_steps = [{ action = \"notify\", payload = { fallback = "
+            f"true }}, eventUrl = [\"{base}/events\"] }}, {{ action = \"hangup\" }}]\n")
+        config = pbx_config(tmp_path, trunk_config(callee_port), extra=extra)
+        auth = api_token(tmp_path, config)
+        with running_edge(tmp_path, config_text=config) as edge:
+            callee = Sipp(tmp_path, "callee", [
+                "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml",
+                                                    free_udp_port())),
+                "-p", str(callee_port), "-mp", str(free_udp_port())])
+            time.sleep(0.3)
+            body: dict[str, Any] = {"to": "5551000", "event_url": f"{base}/events"}
+            if case == "fallback":
+                body |= {"answer_url": f"http://127.0.0.1:{free_udp_port()}/dead",
+                         "fallback_url": f"{base}/answer"}
+            else:
+                body |= {"answer_url": f"{base}/answer"}
+            reply = httpx.post(f"http://{edge.http[0]}:{edge.http[1]}/api/v1/calls",
+                               headers=auth, timeout=10, json=body)
+            assert reply.status_code == 201, reply.text
+            assert callee.wait() == 0, callee.explain()  # answered, then our BYE
+            app.wait_for("completed")
+            [cdr] = cdrs(tmp_path)
     assert len(app.answers) == 1
     errors = [e for e in app.events if "reason" in e and "status" not in e]
     if case == "fallback":
@@ -377,4 +382,6 @@ def test_answer_url_fallback_and_invalid_steps(tmp_path: Path, case: str) -> Non
         [error] = errors
         assert "step 1 (input) dtmf.maxDigits" in error["reason"]
         assert cdr["lastError"]["code"] == 500 and "maxDigits" in cdr["lastError"]["reason"]
+    ran_fallback = any(e.get("fallback") is True for e in app.events)
+    assert ran_fallback == (case == "fallback_steps")
     assert cdr["hangupReason"] == "autohangup"

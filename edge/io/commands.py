@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from control.contracts.calls import ORIGINATE_PATH, Originate
 from control.contracts.commands import parse_command
+from control.contracts.ncco import AnyStep
 from control.contracts.signing import verification_failure
 from edge.io.applications import ApplicationClient, EventChannel
 from edge.pbx.application import AppSpec, CallApplication, MediaServices
@@ -61,6 +62,7 @@ def originate_route(
     calls: CallManager, *, secrets: dict[str, str], applications: ApplicationClient,
     domain: str, edge_id: str, clock: Callable[[], float] = time.time,
     media: MediaServices | None = None,
+    fallback: Sequence[AnyStep] = (),
 ) -> Route:
     """The Starlette route that places calls for the outbound-call API: the call is rung
     and its application (`edge.pbx.application.CallApplication`) runs once it answers."""
@@ -85,6 +87,7 @@ def originate_route(
         application = CallApplication(
             calls=calls, call_id=order.call_id, spec=AppSpec.outbound(wanted),
             fetcher=applications, events=EventChannel(applications), clock=clock, media=media,
+            fallback=fallback,
         )
         spec = Origination(
             call_id=order.call_id, to=wanted.to, from_user=wanted.from_ or "anonymous",

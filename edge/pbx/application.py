@@ -156,8 +156,11 @@ class CallApplication:
         events: EventSink,
         clock: Callable[[], float],
         media: MediaServices | None = None,
+        fallback: Sequence[AnyStep] = (),
     ) -> None:
+        """`fallback`: the steps run when the application gives no usable step list."""
         self._calls = calls
+        self._fallback = tuple(fallback)
         self.call_id = call_id
         self.spec = spec
         self._fetcher = fetcher
@@ -321,10 +324,9 @@ class CallApplication:
             source = "answer_url"
             return parse_steps(await self._answer_body())
         except StepsInvalid as exc:
-            self._fail(str(exc), errors=exc.error_dicts(), source=source)
+            return self._fail(str(exc), errors=exc.error_dicts(), source=source)
         except Exception as exc:  # the fetcher's ApplicationUnavailable and the like
-            self._fail(str(exc) or type(exc).__name__, source=source)
-        return None
+            return self._fail(str(exc) or type(exc).__name__, source=source)
 
     async def _answer_body(self) -> bytes:
         spec = self.spec
@@ -557,13 +559,17 @@ class CallApplication:
         ))
 
     def _fail(self, reason: str, *, errors: list[dict[str, Any]] | None = None,
-              source: str) -> None:
-        """The defined fallback: report the error, hang up with it as the CDR's lastError."""
+              source: str) -> list[AnyStep] | None:
+        """The defined fallback: report the error, keep it as the CDR's lastError, and run the
+        configured fallback steps (`[applications] fallback_steps`), else hang up."""
         self._report(reason, errors=errors, source=source)
         call = self._calls.calls.get(self.call_id)
         if call is not None:
             call.last_error = (500, reason[:200])
+        if self._fallback:
+            return list(self._fallback)
         self._calls.hang_up(self.call_id, AUTOHANGUP)
+        return None
 
     def _post(self, event: AppEvent, url: str | None = None) -> None:
         target = url or self.spec.event_url
@@ -576,8 +582,10 @@ class InboundApplications:
     said to `answer` (its steps given, or its answer URL), reporting `started` at once."""
 
     def __init__(self, *, fetcher: AnswerFetcher, events: Callable[[], EventSink],
-                 clock: Callable[[], float], media: MediaServices | None = None) -> None:
+                 clock: Callable[[], float], media: MediaServices | None = None,
+                 fallback: Sequence[AnyStep] = ()) -> None:
         self.calls: CallManager | None = None  # set once the B2BUA exists
+        self.fallback = tuple(fallback)
         self._fetcher = fetcher
         self._events = events
         self._clock = clock
@@ -593,6 +601,7 @@ class InboundApplications:
         application = CallApplication(
             calls=self.calls, call_id=call.call_id, spec=spec, fetcher=self._fetcher,
             events=self._events(), clock=self._clock, media=self._media,
+            fallback=self.fallback,
         )
         application.started()
         return application
