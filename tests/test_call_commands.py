@@ -407,6 +407,9 @@ def test_accept_answers_a_ringing_caller_on_the_edge(tmp_path: Path) -> None:
         assert command(edge, call_id, {"action": "say", "text": "Please hold"}).status_code \
             == 200
         assert command(edge, call_id, {"action": "stop_playback"}).status_code == 200
+        # RFC 4733 into the stream the edge sends the caller.
+        assert command(edge, call_id, {"action": "send_dtmf", "digits": "12",
+                                       "leg_id": "caller"}).status_code == 200
         assert command(edge, call_id, {"action": "hangup"}).status_code == 200
         run_call(caller, None, edge)  # the caller got the BYE
         [cdr] = cdrs(tmp_path)

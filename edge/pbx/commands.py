@@ -5,9 +5,10 @@ command becomes SIP and media actions on the call: `hangup` sends BYE to both le
 a ringing caller), `mute`/`unmute` stop or resume the media relayed from one party, `hold`/
 `unhold` re-INVITE one party with a=sendonly / a=sendrecv, `transfer` replaces the callee by
 another party (blind) or hands the caller to a new step list, `send_dtmf` sends digits to one
-party as SIP INFO, `start_recording`/`stop_recording` record the call, and `play`, `say` and
-`stop_playback` play to the caller of a call the edge answered itself (an application's), and
-`accept` answers a ringing caller on the edge, holding it for the next commands.
+party (RFC 4733 in the stream when the edge itself talks to it, else SIP INFO),
+`start_recording`/`stop_recording` record the call, `play`, `say` and `stop_playback` play to a
+caller the edge answered itself (an application's), and `accept` answers a ringing caller on
+the edge, holding it for the next commands.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ async def execute(calls: CallManager, call_id: str, command: AnyCommand) -> Outc
         return await _transfer(calls, call, command)
     if isinstance(command, SendDtmf):
         to: LegName = "a" if command.leg_id == "caller" else "b"
+        if call.endpoint is not None and to == call.app_leg:
+            # The edge itself speaks to that party: RFC 4733 events in its stream.
+            try:
+                call.endpoint.send_dtmf(command.digits.upper())
+                return DISPATCHED
+            except ValueError:
+                pass  # no telephone-event negotiated: SIP INFO below
         return _result(calls.send_dtmf(call_id, to, command.digits.upper(),
                                        duration_ms=command.duration_ms,
                                        gap_s=command.gap_ms / 1000))
