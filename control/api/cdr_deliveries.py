@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from control.api.cdrs import rfc3339
 from control.api.endpoints import (
     ApiContext,
     Endpoint,
@@ -23,6 +22,7 @@ from control.api.endpoints import (
 )
 from control.api.errors import ApiError
 from control.cdr_consumer import DELIVERY_KIND, CdrConsumer, FailedDelivery
+from control.contracts.times import rfc3339
 from control.store.errors import NotFound
 
 

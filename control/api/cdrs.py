@@ -9,7 +9,7 @@ at a time, so an unbounded range would be an unbounded number of queries.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -25,6 +25,7 @@ from control.api.endpoints import (
 from control.api.errors import JSON, ApiError
 from control.contracts.api import CdrIndexEntry, CdrPage, CdrQueryBody
 from control.contracts.blob_keys import step_recording_key
+from control.contracts.times import rfc3339
 from control.store.errors import NotFound
 from control.store.models import CdrEntry
 from control.store.ports import CdrQuery
@@ -33,13 +34,6 @@ DAY_S = 86400.0
 DEFAULT_RANGE_S = 30 * DAY_S
 MAX_RANGE_S = 366 * DAY_S
 PRESIGN_EXPIRES_S = 900
-
-
-def rfc3339(timestamp: float) -> str:
-    """Unix seconds as `2026-11-27T23:59:01.123Z`, the CDR's format (`control.contracts.cdr`,
-    not imported: building its models costs ~10 ms of Lambda cold start)."""
-    seconds, millis = divmod(round(timestamp * 1000), 1000)
-    return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
 
 
 def parse_time(value: str | float, field: str) -> float:

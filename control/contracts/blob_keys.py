@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
-from control.contracts.cdr import rfc3339
+from control.contracts.times import rfc3339
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@-")
 _MAX_SAFE_ID = 160

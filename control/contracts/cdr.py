@@ -23,6 +23,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticSerializationError
 
+# Re-exported: CDR code takes its time helpers from here.
+from control.contracts.times import rfc3339 as rfc3339
+from control.contracts.times import utc_milliseconds as utc_milliseconds
+
 CdrDirection = Literal["inbound", "outbound", "internal"]
 CdrStatus = Literal["completed", "failed", "missed"]
 
@@ -50,20 +54,6 @@ LEG_EVENT_TYPES: frozenset[str] = frozenset({
 })
 
 _RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z")
-
-
-def utc_milliseconds(timestamp: float) -> int:
-    """`timestamp` (Unix seconds) rounded to whole milliseconds: the precision of a CDR time.
-    Keys and strings derive from this one value, so a start at 23:59:59.9996 is on the next
-    day in both."""
-    return round(timestamp * 1000)
-
-
-def rfc3339(timestamp: float) -> str:
-    """Unix seconds as a CDR time: `2026-11-27T23:59:01.123Z` (UTC, always 3 digits)."""
-    seconds, millis = divmod(utc_milliseconds(timestamp), 1000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
 
 
 def rfc3339_or_none(timestamp: float | None) -> str | None:

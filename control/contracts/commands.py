@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built at the first command, not at import (a Lambda answering other routes never pays).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Hangup(_Command):
@@ -154,7 +155,8 @@ AnyCommand = (
     | Unsupported
 )
 Command = Annotated[AnyCommand, Field(discriminator="action")]
-_COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(Command)
+_COMMAND: TypeAdapter[AnyCommand] = TypeAdapter(
+    Command, config=ConfigDict(defer_build=True))
 
 
 def parse_command(body: bytes) -> AnyCommand:
