@@ -274,3 +274,49 @@ def test_three_party_conference(tmp_path: Path) -> None:
                 assert share < 0.05, (name, "hears itself", share)
             else:
                 assert share > 0.1, (name, "does not hear", other, share)
+
+
+def test_api_extension_baresip_call_hangup_and_cdr(tmp_path: Path) -> None:
+    """Issue 6's whole loop with a real phone: an extension created through the embedded API,
+    baresip registers with it (directory digest), a trunk call reaches it, a hangup command
+    through the API ends it on the wire, and the CDR appears in the query API."""
+    import httpx
+
+    from tests.test_calls_sipp import free_udp_port, pbx_config, trunk_config, uac
+    from tests.test_outbound_calls import api_token
+
+    config = pbx_config(tmp_path, trunk_config(free_udp_port(), route=False))
+    auth = api_token(tmp_path, config, scope="admin")
+    with running_edge(tmp_path, config_text=config) as edge:
+        api = f"http://{edge.http[0]}:{edge.http[1]}/console"
+        created = httpx.post(f"{api}/extensions", headers=auth, timeout=5,
+                             json={"username": "2001", "password": "b4resip-pw"})
+        assert created.status_code == 201, created.text
+        with baresip_phone(tmp_path / "ext", aor=f"sip:2001@{sip_host(edge.sip_udp)}",
+                           password="b4resip-pw",
+                           source=write_tone(tmp_path / "t.wav", 440.0, 30)) as ext:
+            assert ext.wait_registered(), ext.output()[-3000:] + edge.log()[-3000:]
+            caller = uac(tmp_path, "uac_wait_bye.xml", edge, user="2001")
+            assert ext.wait_event("CALL_ESTABLISHED", 15) is not None, ext.output()[-4000:]
+            active: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 5
+            while not active and time.monotonic() < deadline:
+                active = [c for c in httpx.get(f"{api}/calls/active", headers=auth,
+                                               timeout=5).json()["items"]
+                          if c["status"] == "answered"]
+                time.sleep(0.1)
+            assert active, edge.log()[-3000:]
+            call_id = active[0]["session_id"]
+            hangup = httpx.post(f"{api}/calls/active/{call_id}/commands", headers=auth,
+                                json={"action": "hangup"}, timeout=10)
+            assert hangup.status_code == 200, hangup.text
+            assert ext.wait_event("CALL_CLOSED", 10) is not None  # the BYE reached baresip
+            assert caller.wait() == 0, caller.explain()  # and the caller
+        records: dict[str, Any] = {"items": []}
+        deadline = time.monotonic() + 10
+        while not records["items"] and time.monotonic() < deadline:
+            records = httpx.get(f"{api}/call-records", headers=auth, timeout=5).json()
+            time.sleep(0.1)
+        cdr = httpx.get(f"{api}/call-records/{call_id}", headers=auth, timeout=5).json()
+    assert records["items"][0]["call_id"] == call_id
+    assert cdr["hangupReason"] == "bySystem" and cdr["status"] == "completed"
