@@ -5,7 +5,8 @@ Each step runs two processes on 127.0.0.1, every one stopped by its PID:
   `ivr` mode it opens N relayed calls, attaches leg a of each to the engine (PCMU +
   telephone-event 101), plays a prompt to every caller in a loop (/work/shared/audio/
   welcome_8k.wav) and collects their digits; in `relay` mode (the baseline) it opens N calls
-  relayed both ways; in `conference` mode N parties in one room.
+  relayed both ways; in `conference` mode N parties in one room (`Endpoint.join`: their in-band
+  detectors rest while they are in it), recorded with `--conference-record`.
 - the load (pinned to CPU0, plain Python sockets): the parties. Each sends 50 packets/s of PCMU
   (a speech prompt, so the in-band detector sees speech), the N streams spread evenly over each
   20 ms, and receives what comes back. With `--dtmf rfc4733` (default) each party presses a key
@@ -20,6 +21,8 @@ than 5 ms after their due time on the media clock (DESIGN §5, issue 7 item 8).
     .venv/bin/python bench/ivr.py --quick               # 100 and 300, 4 s steps
     .venv/bin/python bench/ivr.py --ladder 300,500 --dtmf inband --seconds 8
     .venv/bin/python bench/ivr.py --ladder 400 --profile 400   # + py-spy profile of that step
+    .venv/bin/python bench/ivr.py --ladder "" --conference 20 --conference-record
+    .venv/bin/python bench/ivr.py --per-leg 300         # in process: engine CPU per leg/tick
 
 Bounded: at most 1500 calls, 30 s per step; the server exits on its own after a deadline.
 """
@@ -73,7 +76,8 @@ _HEADER = struct.Struct("!BBHII")
 
 
 async def serve(mode: str, calls: int, peers: tuple[int, int], ports_file: str,
-                deadline: float, prompt: Any, inband: bool, freeze: bool) -> None:
+                deadline: float, prompt: Any, inband: bool, freeze: bool,
+                record: str | None) -> None:
     from edge.io.media_engine import Codec, Endpoint, MediaEngine
     from edge.io.rtp_relay import RtpRelay
 
@@ -106,6 +110,9 @@ async def serve(mode: str, calls: int, peers: tuple[int, int], ports_file: str,
             else:
                 endpoint.play(prompt, loop=0)
                 tasks.append(loop.create_task(collect_digits(endpoint)))
+    room_recording = None
+    if engine is not None and mode == "conference" and record:
+        room_recording = engine.rooms["bench"].start_recording(record)
     _write_lines(ports_file, lines)  # before any load starts: blocking is harmless
     if freeze:
         gc.freeze()  # the calls' long-lived objects leave the collector's scans
@@ -140,6 +147,8 @@ async def serve(mode: str, calls: int, peers: tuple[int, int], ports_file: str,
         result["max_lag_ms"] = round(engine.stats.max_lag_s * 1000, 2)
         result["tick_errors"] = engine.stats.tick_errors
         await engine.aclose()
+    if room_recording is not None and room_recording.done():
+        result["recorded_s"] = round(room_recording.result().duration_s, 2)
     for task in tasks:
         task.cancel()
     relay.close()
@@ -285,6 +294,59 @@ def _send_one(st: dict[str, Any], t: float, mode: str, dtmf: str, frames: list[b
     return len(packets)
 
 
+# --- per leg, in process ------------------------------------------------------------------
+
+
+async def per_leg(legs: int, speech: Any, ticks: int = 500, runs: int = 3) -> None:
+    """The engine's tick cost per leg (`MediaEngine._process`, driven by hand: no timer, no
+    load process): each leg gets one PCMU packet of speech per tick straight into its jitter
+    buffer and sends its packet to a socket nobody reads. Best of `runs`, after 50 ticks."""
+    from edge.io.media_engine import Codec, MediaEngine
+    from edge.io.rtp_relay import RtpRelay
+
+    frames = [g711.ulaw_encode(speech[i:i + 160]) for i in range(0, len(speech) - 159, 160)]
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((LOCAL, 0))
+    sink_addr = sink.getsockname()
+    modes = {"play only": "play", "play + in-band DTMF": "inband",
+             "conference (rooms of 20)": "conference"}
+    try:
+        for label, mode in modes.items():
+            best = float("inf")
+            for _ in range(runs):
+                relay = RtpRelay(LOCAL, *RTP_RANGE)
+                engine = MediaEngine(relay)  # not started: ticks are driven here
+                endpoints = []
+                for i in range(legs):
+                    call = await relay.open_session(sink_addr, (LOCAL, 9))
+                    endpoint = engine.attach(call, "a", Codec(0, "PCMU", TE_PT))
+                    if mode == "conference":
+                        endpoint.join(f"room{i // CONFERENCE}")
+                    else:
+                        endpoint.inband_dtmf = mode == "inband"
+                        endpoint.play(speech, loop=0)
+                    endpoints.append(endpoint)
+                now = 1000.0
+                spent = 0.0
+                for tick in range(ticks + 50):
+                    for i, endpoint in enumerate(endpoints):
+                        endpoint.jitter.push(_HEADER.pack(
+                            0x80, 0, tick & 0xFFFF, (tick * 160) & 0xFFFFFFFF, 0x10000 + i)
+                            + frames[(tick + 7 * i) % len(frames)], now)
+                    started = time.perf_counter()
+                    engine._process(now)
+                    if tick >= 50:
+                        spent += time.perf_counter() - started
+                    now += 0.02
+                best = min(best, spent / ticks / legs)
+                await engine.aclose()
+                relay.close()
+            print(f"{label:28s} {legs} legs: {best * 1e6:6.2f} us per leg and tick "
+                  f"({100 * best * 50:.3f}% of a core per leg)")
+    finally:
+        sink.close()
+
+
 # --- the driver ---------------------------------------------------------------------------
 
 
@@ -321,8 +383,9 @@ def last_json(text: str) -> dict[str, Any]:
 
 class Runner:
     def __init__(self, pin: bool, realtime: bool = False, no_inband: bool = False,
-                 gc_freeze: bool = False) -> None:
+                 gc_freeze: bool = False, record: bool = False) -> None:
         self.gc_freeze = gc_freeze
+        self.record = record
         self.pin = pin
         self.realtime = realtime
         self.no_inband = no_inband
@@ -366,7 +429,9 @@ class Runner:
                              "--peers", f"{peers['a']},{peers['b']}", "--ports-file",
                              ports_file, "--deadline", str(seconds + 60),
                              *(["--no-inband"] if self.no_inband else []),
-                             *(["--gc-freeze"] if self.gc_freeze else [])], 1)
+                             *(["--gc-freeze"] if self.gc_freeze else []),
+                             *(["--record", os.path.join(tmp, "room.wav")]
+                               if self.record and mode == "conference" else [])], 1)
         assert server.stdout is not None
         line = server.stdout.readline()
         if not line.startswith('{"ready"'):
@@ -417,6 +482,8 @@ class Runner:
                 "mix_pct": round(100 * s.get("mix_s", 0.0) / wall, 3),
                 "digits_got": sum(s.get("digits", {}).values()),
             })
+        if "recorded_s" in s:
+            row["recorded_s"] = s["recorded_s"]
         return row
 
 
@@ -457,6 +524,14 @@ def main() -> None:
     ap.add_argument("--keep-going", action="store_true", help="go on after a failing step")
     ap.add_argument("--profile", type=int, metavar="CALLS",
                     help="py-spy the server during the IVR step of this many calls")
+    ap.add_argument("--profile-conference", action="store_true",
+                    help="py-spy the server during the conference step")
+    ap.add_argument("--conference-record", action="store_true",
+                    help="record the conference room (Room.start_recording) during its step")
+    ap.add_argument("--per-leg", type=int, metavar="LEGS",
+                    help="instead of the steps: the engine's CPU per leg and tick in this "
+                         "process, ticks driven by hand on LEGS legs with real sockets "
+                         "(play only, play + in-band DTMF, conference rooms of 20)")
     ap.add_argument("--json", help="write the rows to this file")
     ap.add_argument("--realtime", action="store_true",
                     help="run server and load under SCHED_FIFO (chrt, needs root): on a shared "
@@ -470,6 +545,7 @@ def main() -> None:
     ap.add_argument("--peers", help=argparse.SUPPRESS)
     ap.add_argument("--ports-file", help=argparse.SUPPRESS)
     ap.add_argument("--deadline", type=float, default=60.0, help=argparse.SUPPRESS)
+    ap.add_argument("--record", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.serve:
@@ -479,7 +555,14 @@ def main() -> None:
         prompt = decode_wav(PROMPT.read_bytes())
         uvloop.run(serve(args.serve, args.calls, (peers[0], peers[1]), args.ports_file,
                          min(args.deadline, 120.0), prompt, not args.no_inband,
-                         args.gc_freeze))
+                         args.gc_freeze, args.record))
+        return
+    if args.per_leg is not None:
+        if not 20 <= args.per_leg <= MAX_CALLS:
+            sys.exit(f"bounded: 20..{MAX_CALLS} legs")
+        import uvloop
+
+        uvloop.run(per_leg(args.per_leg, decode_wav(PROMPT.read_bytes())))
         return
     if args.load:
         dtmf = "none" if args.load == "conf" else args.dtmf
@@ -494,14 +577,15 @@ def main() -> None:
         sys.exit("bounded: 0..200 conference parties")
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     spy = None
-    if args.profile is not None:
+    if args.profile is not None or args.profile_conference:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
             sys.exit("--profile needs py-spy (.venv/bin/pip install py-spy)")
     rows: list[dict[str, Any]] = []
     if not 0 <= args.quiet_wait <= 600:
         sys.exit("bounded: 0 <= --quiet-wait <= 600")
-    runner = Runner(pin, args.realtime, args.no_inband, args.gc_freeze)
+    runner = Runner(pin, args.realtime, args.no_inband, args.gc_freeze,
+                    args.conference_record)
     with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmp:
         try:
             failed = False
@@ -525,9 +609,12 @@ def main() -> None:
             if args.conference:
                 if args.quiet_wait:
                     wait_until_quiet(args.quiet_wait)
-                row = runner.step("conference", args.conference, seconds, "none", tmp)
+                profile = spy if args.profile_conference else None
+                row = runner.step("conference", args.conference, seconds, "none", tmp, profile)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
+                if profile is not None:
+                    print_profile(os.path.join(tmp, "profile.txt"))
         finally:
             runner.stop_all()
     report(rows, pin, seconds, args.dtmf, args.realtime)
@@ -566,10 +653,11 @@ def report(rows: list[dict[str, Any]], pin: bool, seconds: float, dtmf: str,
           f"(goal >= {GOAL_CALLS}: {'met' if best >= GOAL_CALLS else 'NOT met'})")
     for r in rows:
         if r["mode"] == "conference":
+            recorded = (f", room recorded {r['recorded_s']} s" if "recorded_s" in r else "")
             print(f"conference of {r['calls']}: server {r['core_pct']}% of a core in all "
-                  f"(engine ticks {r['engine_busy_pct']}%, of which mixing {r['mix_pct']}%), "
-                  f"late ticks {r['late_pct']}% (goal < {GOAL_CONF_PCT:g}% of a core: "
-                  f"{'met' if r['core_pct'] < GOAL_CONF_PCT else 'NOT met'})")
+                  f"(engine ticks {r['engine_busy_pct']}%, of which rooms {r['mix_pct']}%"
+                  f"{recorded}), late ticks {r['late_pct']}% (goal < {GOAL_CONF_PCT:g}% of a "
+                  f"core: {'met' if r['core_pct'] < GOAL_CONF_PCT else 'NOT met'})")
 
 
 if __name__ == "__main__":

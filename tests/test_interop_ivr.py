@@ -247,11 +247,12 @@ def test_three_party_conference(tmp_path: Path) -> None:
     def reply(path: str, data: dict[str, Any]) -> Any:
         if path == "/route":
             return {"action": "answer", "steps": [
-                {"action": "conversation", "name": "room-42"}]}
+                {"action": "conversation", "name": "room-42", "record": True,
+                 "eventUrl": [f"{base}/recorded"]}]}
         return None
 
     freqs = {"alice": 1000.0, "bob": 440.0, "carol": 700.0}
-    with (ivr_edge(tmp_path, reply) as (edge, _, _),
+    with (ivr_edge(tmp_path, reply) as (edge, app, base),
           phone(tmp_path, edge, "alice", write_tone(tmp_path / "a.wav", 1000.0, 40)) as a,
           phone(tmp_path, edge, "bob", write_tone(tmp_path / "b.wav", 440.0, 40)) as b,
           phone(tmp_path, edge, "carol", write_tone(tmp_path / "c.wav", 700.0, 40)) as c):
@@ -263,6 +264,13 @@ def test_three_party_conference(tmp_path: Path) -> None:
         time.sleep(4.0)
         for one in phones.values():
             hang_up(one)
+        event = app.wait_for("/recorded", lambda e: "recording_url" in e)
+    # The room's recording (one, made by the first member's step) holds everyone.
+    [room_wav] = sorted((tmp_path / "recordings" / "calls").rglob("*.wav"))
+    mix = read_wav(room_wav)
+    for hz in freqs.values():
+        assert band_share(mix.channels[0], mix.rate, hz) > 0.1, (hz, room_wav)
+    assert "/recordings/1" in event["recording_url"]
     for name, one in phones.items():
         path = one.received_audio()
         assert path is not None, name

@@ -564,6 +564,216 @@ def test_conference_of_three_each_hears_the_other_two() -> None:
     run(scenario)
 
 
+async def conference_parties(engine: MediaEngine, relay: RtpRelay,
+                             count: int) -> list[tuple[Phone, RelayedCall, Endpoint]]:
+    parties: list[tuple[Phone, RelayedCall, Endpoint]] = []
+    for _ in range(count):
+        party, call = await party_call(relay)
+        parties.append((party, call, engine.attach(call, "a", PCMU)))
+    return parties
+
+
+def talk(parties: list[tuple[Phone, RelayedCall, Endpoint]], freqs: tuple[float, ...],
+         ms: int, *, ssrc: int = 300) -> list[asyncio.Task[None]]:
+    """Each party sends its own tone for `ms` (in the background), as a new stream (SSRC
+    `ssrc + i`: a stream that started over under its old SSRC would be late)."""
+    loop = asyncio.get_running_loop()
+    return [loop.create_task(Stream(p, (LOCAL, c.a_ports[0]), ssrc=ssrc + i).send(
+        tone(f, ms, -16))) for i, ((p, c, _), f) in enumerate(zip(parties, freqs,
+                                                                  strict=True))]
+
+
+def heard_share(got: list[tuple[float, bytes, Address]], freq: float) -> float:
+    audio = as_float(audio_of([d for _, d, _ in got]))
+    return band_share(audio, 8000, freq) if len(audio) and np.abs(audio).max() > 0 else 0.0
+
+
+def test_a_room_waits_for_its_starter_with_music_on_hold() -> None:
+    """Vonage `startOnEnter: false`: members wait, hearing music on hold (or silence), and
+    are not mixed, until a member who may start the room comes in."""
+    freqs = (400.0, 1000.0, 2200.0)
+
+    async def scenario() -> None:
+        relay = new_relay(6)
+        engine = new_engine(relay)
+        parties = await conference_parties(engine, relay, 3)
+        (pa, _, ea), (pb, _, eb), (_, _, ec) = parties
+        music = tone(600, 300, -12)
+        left_a = ea.join("lobby", start_on_enter=False, music_on_hold=music)
+        eb.join("lobby", start_on_enter=False)
+        room = engine.rooms["lobby"]
+        assert not room.started and len(room) == 2 and not left_a.done()
+        senders = talk(parties[:2], freqs[:2], 900)
+        await asyncio.gather(collect(pa, 0.2), collect(pb, 0.2))
+        got_a, got_b = await asyncio.gather(collect(pa, 0.5), collect(pb, 0.5))
+        assert heard_share(got_a, 600) > 0.9  # the music, looped (300 ms, played over 500)
+        assert heard_share(got_a, freqs[1]) < 0.01  # not the other member
+        assert len(got_b) >= 20 and heard_share(got_b, freqs[0]) == 0.0  # silence
+        await asyncio.gather(*senders)
+
+        ec.join("lobby")  # start_on_enter (the default): the room starts
+        assert room.started and len(room) == 3
+        senders = talk(parties, freqs, 1200, ssrc=400)
+        await asyncio.gather(*(collect(p, 0.3) for p, _, _ in parties))  # what was queued
+        heard = await asyncio.gather(*(collect(p, 0.6) for p, _, _ in parties))
+        await asyncio.gather(*senders)
+        for i, got in enumerate(heard):
+            others = [f for j, f in enumerate(freqs) if j != i]
+            assert sum(heard_share(got, f) for f in others) > 0.9, i
+            assert heard_share(got, 600) < 0.01, i  # the music is over
+            assert heard_share(got, freqs[i]) < 0.01, i
+
+    run(scenario)
+
+
+def test_end_on_exit_ends_the_room_for_everyone() -> None:
+    async def scenario() -> None:
+        relay = new_relay(8)
+        engine = new_engine(relay)
+        parties = await conference_parties(engine, relay, 4)
+        endpoints = [e for _, _, e in parties]
+        host, guest, other, late = endpoints
+        left = [e.join("board", end_on_exit=e is host) for e in endpoints[:3]]
+        assert guest.join("board") is left[1]  # the same room again: the same future
+        await asyncio.sleep(0.05)
+        guest.leave()  # an ordinary member goes: the room goes on
+        assert await asyncio.wait_for(left[1], 1) == "left"
+        assert "board" in engine.rooms and not left[0].done() and not left[2].done()
+
+        host.leave()  # the host goes: the room ends, the others are out of it
+        assert await asyncio.wait_for(left[0], 1) == "left"
+        assert await asyncio.wait_for(left[2], 1) == "room_ended"
+        assert "board" not in engine.rooms and other.room is None and not other.closed
+        assert other.inband_dtmf  # back to detecting digits for the next step
+
+        # The same with a hangup: the host's call ends, the others are removed.
+        first = host.join("board2", end_on_exit=True)
+        second = other.join("board2")
+        third = late.join("board2", start_on_enter=False)
+        relay.close_session(parties[0][1])
+        assert await asyncio.wait_for(first, 1) == "hangup"
+        assert await asyncio.wait_for(second, 1) == "room_ended"
+        assert await asyncio.wait_for(third, 1) == "room_ended"
+        assert len(engine.rooms) == 0
+
+        # Another room, detach: "left".
+        moved = other.join("a")
+        other.join("b")
+        assert await asyncio.wait_for(moved, 1) == "left"
+        kept = other.join("b")
+        engine.detach(other)
+        assert await asyncio.wait_for(kept, 1) == "left"
+
+    run(scenario)
+
+
+def test_inband_detection_rests_while_in_a_room() -> None:
+    async def scenario() -> None:
+        relay = new_relay(4)
+        engine = new_engine(relay)
+        party, call = await party_call(relay)
+        endpoint = engine.attach(call, "a", PCMU)
+        dest = (LOCAL, call.a_ports[0])
+        endpoint.join("quiet")
+        assert not endpoint.inband_dtmf
+        await Stream(party, dest).send(DTMF_PCM)
+        await asyncio.sleep(0.2)
+        assert drain(endpoint.digits) == []  # the room takes no digits
+        endpoint.leave()
+        assert endpoint.inband_dtmf
+        await Stream(party, dest, ssrc=8).send(DTMF_PCM)
+        presses = await digits_within(endpoint, 5, 1.0)
+        assert "".join(p.digit for p in presses) == "1234#"
+
+        # Off before the room: still off after it. Set in the room: what comes back.
+        endpoint.inband_dtmf = False
+        endpoint.join("quiet")
+        endpoint.leave()
+        assert not endpoint.inband_dtmf
+        endpoint.join("quiet")
+        endpoint.inband_dtmf = True
+        assert not endpoint.inband_dtmf  # resting while in the room
+        endpoint.leave()
+        assert endpoint.inband_dtmf
+        # An out-of-band digit in the room: detection never comes back.
+        endpoint.join("quiet")
+        endpoint.feed_info_digit("4")
+        endpoint.leave()
+        assert not endpoint.inband_dtmf
+
+    run(scenario)
+
+
+def test_room_recording_holds_everyone_heard(tmp_path: Path) -> None:
+    freqs = (400.0, 1000.0, 2200.0)
+
+    async def scenario() -> None:
+        relay = new_relay(6)
+        engine = new_engine(relay)
+        parties = await conference_parties(engine, relay, 3)
+        for i, (_, _, endpoint) in enumerate(parties):
+            endpoint.join("rec", mute=i == 2)  # the third is muted: not in the mix
+        room = engine.rooms["rec"]
+        path = tmp_path / "room" / "rec.wav"
+        done = room.start_recording(str(path))
+        assert room.recording
+        with pytest.raises(ValueError, match="already recording"):
+            room.start_recording(str(tmp_path / "again.wav"))
+        senders = talk(parties, freqs, 1000)
+        await asyncio.gather(*senders)
+        await asyncio.sleep(0.1)
+        room.stop_recording()
+        result = await asyncio.wait_for(done, 1)
+        assert result.reason == "stopped" and not room.recording
+        wav = read_wav(path)
+        assert len(wav.channels) == 1 and wav.rate == 8000
+        assert result.size_bytes == path.stat().st_size
+        assert 1.0 <= result.duration_s <= 1.3 and result.duration_s == pytest.approx(
+            wav.seconds)
+        mix = wav.channels[0]
+        assert band_share(mix, 8000, freqs[0]) > 0.35
+        assert band_share(mix, 8000, freqs[1]) > 0.35
+        assert band_share(mix, 8000, freqs[2]) < 0.01  # muted
+
+        # A recording ends with its room ("hangup").
+        again = room.start_recording(str(tmp_path / "end.wav"))
+        await asyncio.sleep(0.1)
+        for _, _, endpoint in parties:
+            endpoint.leave()
+        ended = await asyncio.wait_for(again, 1)
+        assert ended.reason == "hangup" and ended.duration_s == pytest.approx(0.1, abs=0.06)
+        assert room.ended
+        with pytest.raises(ValueError, match="ended"):
+            room.start_recording(str(tmp_path / "late.wav"))
+
+    run(scenario)
+
+
+def test_playback_goes_over_the_room_and_join_validates() -> None:
+    async def scenario() -> None:
+        relay = new_relay(4)
+        engine = new_engine(relay)
+        parties = await conference_parties(engine, relay, 2)
+        (pa, _, ea), (_, _, eb) = parties
+        ea.join("r")
+        eb.join("r")
+        senders = talk(parties[1:], (1000.0,), 1000)
+        await collect(pa, 0.2)
+        played = ea.play(tone(2500, 2000, -16))
+        got = await collect(pa, 0.5)
+        await asyncio.gather(*senders)
+        assert heard_share(got, 1000) > 0.3 and heard_share(got, 2500) > 0.3
+        ea.stop_playback()
+        assert played.result() is PlayResult.STOPPED
+        with pytest.raises(TypeError):
+            ea.join("r", music_on_hold=np.zeros(10, dtype=np.float32))
+        engine.detach(ea)
+        with pytest.raises(EndpointClosed):
+            ea.join("r")
+
+    run(scenario)
+
+
 # --- detach, and the relay underneath -------------------------------------------------------
 
 

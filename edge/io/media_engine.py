@@ -5,9 +5,12 @@ An attached leg of a relayed call gets its sockets' datagrams instead of the rel
 (`RtpRelay.set_leg_receive`); the session still latches (RFC 4961 symmetric RTP: media to the
 party goes where its packets come from). The other leg, unless attached too, keeps latching
 but is not relayed to it. `detach` gives the leg back: relaying resumes on the same ports.
-One timer serves every endpoint, in batches across them (`MediaEngine._process`); prompts are
-encoded once when queued, so a leg that only plays costs a slice, a header and a `sendto` per
-tick. Limits: G.711 (PCMU/PCMA) at 20 ms per packet only (the answer's ptime); RTCP dropped.
+One timer serves every endpoint, in batches across them (`MediaEngine._process`: one G.711
+decode, one in-band DTMF batch, one mix and encode per room); prompts are encoded once when
+queued, so a leg that only plays costs a slice, a header and a `sendto` per tick. Conference
+rooms follow Vonage's `conversation` (startOnEnter, endOnExit, music on hold, the room
+recorded); a leg in a room does no in-band detection. Limits: G.711 (PCMU/PCMA) at 20 ms per
+packet only (the answer's ptime); RTCP dropped.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from edge.io.rtp_relay import RelayedCall, RtpRelay
 from edge.media.audio import apply_gain, tone
 from edge.media.g711 import ALAW_TO_LINEAR, LINEAR_TO_ALAW, LINEAR_TO_ULAW, ULAW_TO_LINEAR
 from edge.media.goertzel import DtmfDetector
-from edge.media.mixer import ConferenceMixer
+from edge.media.mixer import mix_minus
 from edge.rtp.dtmf import DtmfReceiver, DtmfSender, digit_event
 from edge.rtp.jitter import JitterBuffer
 from edge.rtp.packet import RtpPacket, RtpParseError
@@ -48,6 +51,7 @@ __all__ = [
     "Endpoint",
     "EndpointClosed",
     "EngineStats",
+    "LeaveReason",
     "MediaEngine",
     "MediaEvent",
     "PlayResult",
@@ -145,7 +149,7 @@ class EngineStats:
     """Counters of the media clock. `late_ticks`: ticks that ran more than `late_after_s`
     after their due time; `skipped_ticks`: ticks dropped when the clock fell more than
     `resync_after_s` behind; `busy_s`: time spent in ticks (perf_counter); `mix_s`: of which
-    mixing conference rooms."""
+    conference rooms (mixing, encoding the mixes, room recordings)."""
 
     ticks: int = 0
     late_ticks: int = 0
@@ -335,41 +339,121 @@ class _DtmfOut:
 
 
 class Room:
-    """A named conference room: its members hear each other (N-1 mix, edge/media/mixer.py).
+    """A named conference room (Vonage `conversation` semantics): its members hear each other
+    (N-1 mix, `edge.media.mixer.mix_minus`) once it has started, which is when a member who
+    may start it (`start_on_enter`) is in; until then members hear their music on hold, or
+    silence. A member with `end_on_exit` ends it when they go: everyone else is removed.
     `mix` is the last tick's whole-room mix (everyone, muted members excluded)."""
 
-    __slots__ = ("_hearing", "mixer", "name")
+    __slots__ = ("_frames", "_loop", "_members", "_recording", "_speaking", "ended", "name",
+                 "started")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.name = name
-        self.mixer: ConferenceMixer[Endpoint] = ConferenceMixer(FRAME)
-        self._hearing: dict[Endpoint, bool] = {}
+        self._loop = loop
+        self._members: list[Endpoint] = []  # in the order they joined
+        self.started = False
+        self.ended = False
+        self._recording: _Recording | None = None
+        self._frames: Samples | None = None  # the last tick's frames, one row per member...
+        self._speaking: npt.NDArray[np.bool_] | None = None  # ...and who was heard
+
+    def __len__(self) -> int:
+        return len(self._members)
 
     @property
     def members(self) -> tuple[Endpoint, ...]:
-        return tuple(self.mixer.keys)
+        return tuple(self._members)
 
     @property
     def mix(self) -> Samples:
-        return self.mixer.room
+        frames = self._frames
+        if frames is None or not self.started:
+            return _SILENT
+        if self._speaking is not None:
+            frames = frames[self._speaking]
+        total: npt.NDArray[np.int32] = frames.sum(axis=0, dtype=np.int32)
+        np.clip(total, -32768, 32767, out=total)
+        return total.astype(np.int16)
 
-    def __len__(self) -> int:
-        return len(self.mixer)
+    # --- recording ---
 
-    def _mix(self) -> None:
-        hearing = self._hearing
-        for endpoint, frame in self.mixer.mix().items():
-            if hearing[endpoint]:
-                endpoint._conf = frame
+    def start_recording(self, path: str, *,
+                        timeout_s: float = 7200.0) -> asyncio.Future[RecordResult]:
+        """Record the whole room (everyone not muted, mixed) into a mono WAV at `path`
+        (created now: OSError if it cannot be), silence while the room waits to start. Ends
+        after `timeout_s`, on `stop_recording` ("stopped") or when the room ends ("hangup":
+        its last member left, or one with `end_on_exit`). ValueError if the room is already
+        recording or has ended."""
+        if self._recording is not None:
+            raise ValueError(f"room {self.name!r} is already recording")
+        if self.ended:
+            raise ValueError(f"room {self.name!r} has ended")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        future: asyncio.Future[RecordResult] = self._loop.create_future()
+        self._recording = _Recording(
+            _WavWriter(path, 1), stereo=False, end_on_silence_s=None, end_on_key=None,
+            timeout_s=timeout_s, skip=0, phase=id(self) % _FLUSH_TICKS, future=future)
+        return future
+
+    def stop_recording(self) -> None:
+        """End the running recording (reason "stopped"); nothing if none runs."""
+        self._end_recording("stopped")
+
+    @property
+    def recording(self) -> bool:
+        return self._recording is not None
+
+    def _end_recording(self, reason: RecordReason) -> None:
+        recording = self._recording
+        if recording is not None:
+            self._recording = None
+            recording.finish(reason)
+
+    # --- each tick ---
+
+    def _tick(self, pcm: Samples | None, tick: int) -> None:
+        """Mix this tick's decoded frames (`pcm`, rows by `Endpoint._row`): each member who
+        hears gets the others' mix, encoded for its codec; the recording gets everyone."""
+        members = self._members
+        if self.started and members:
+            rows = [member._row for member in members]
+            speaking = [not member._muted for member in members]
+            if pcm is None or min(rows) < 0:
+                # A member joined after this tick's audio was decoded: silent this once.
+                frames = np.zeros((len(members), FRAME), dtype=np.int16)
+                for index, row in enumerate(rows):
+                    if row >= 0 and pcm is not None:
+                        frames[index] = pcm[row]
+            else:
+                frames = pcm[rows]
+            mask = None if all(speaking) else np.array(speaking, dtype=np.bool_)
+            self._frames, self._speaking = frames, mask
+            heard = mix_minus(frames, mask)
+            payload = _encode_rows(heard, members)
+            for index, member in enumerate(members):
+                if member._hear:
+                    member._conf = heard[index]
+                    member._conf_payload = payload[index * FRAME:(index + 1) * FRAME]
+        recording = self._recording
+        if recording is not None:
+            reason = recording.add(self.mix, _SILENT, tick)
+            if reason is not None:
+                self._end_recording(reason)
+
+
+LeaveReason = Literal["left", "room_ended", "hangup"]
 
 
 class Conferences:
     """The engine's rooms by name. A room exists while it has members (`Endpoint.join`
-    creates it, the last `leave` removes it)."""
+    creates it, the last `leave` removes it, as does a member with `end_on_exit`)."""
 
-    __slots__ = ("_rooms",)
+    __slots__ = ("_loop", "_rooms")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._rooms: dict[str, Room] = {}
 
     def __getitem__(self, name: str) -> Room:
@@ -387,22 +471,49 @@ class Conferences:
     def __len__(self) -> int:
         return len(self._rooms)
 
-    def _join(self, endpoint: Endpoint, name: str, mute: bool, hear: bool) -> Room:
+    def _join(self, endpoint: Endpoint, name: str, start_on_enter: bool) -> Room:
         room = self._rooms.get(name)
         if room is None:
-            room = self._rooms[name] = Room(name)
-        room.mixer.join(endpoint, muted=mute)
-        room._hearing[endpoint] = hear
+            room = self._rooms[name] = Room(name, self._loop)
+        room._members.append(endpoint)
+        if start_on_enter and not room.started:
+            self._start(room)
         return room
 
+    def _start(self, room: Room) -> None:
+        room.started = True
+        for member in room._members:
+            member._hold = None  # music on hold is over for good
+            member._update_wants()
+
     def _leave(self, endpoint: Endpoint, room: Room) -> None:
-        room.mixer.leave(endpoint)
-        del room._hearing[endpoint]
-        if not len(room.mixer):
+        room._members.remove(endpoint)
+        if not room._members:
+            self._close(room)
+
+    def _end(self, room: Room) -> None:
+        """End the room (`end_on_exit`): every member is taken out of it."""
+        self._close(room)
+        for member in list(room._members):
+            member._exit_room("room_ended")
+
+    def _close(self, room: Room) -> None:
+        room.ended = True
+        if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+        room._end_recording("hangup")
 
     def _active(self) -> list[Room]:
         return list(self._rooms.values())
+
+
+def _encode_rows(pcm: Samples, endpoints: list[Endpoint]) -> bytes:
+    """Rows of samples encoded for each endpoint's codec, as one byte string (row i at
+    i * FRAME): one G.711 table lookup for them all."""
+    if any(endpoint.alaw for endpoint in endpoints):
+        codecs = np.array([endpoint.alaw for endpoint in endpoints], dtype=np.intp)
+        return _ENCODE_BOTH[codecs[:, None], pcm.view(np.uint16)].tobytes()
+    return LINEAR_TO_ULAW[pcm.view(np.uint16)].tobytes()
 
 
 # --- the endpoint ---------------------------------------------------------------------------
@@ -413,11 +524,12 @@ class Endpoint:
     `MediaEngine.attach`; every method must be called on the engine's event loop."""
 
     __slots__ = (
-        "_conf", "_detector", "_dtmf_out", "_engine", "_in_pcm", "_leg", "_marker",
-        "_out_of_band", "_out_payload", "_out_pcm", "_pt", "_receiver", "_recording", "_room",
-        "_rx_open", "_rx_ssrc", "_seq", "_session_receive", "_silence", "_sources", "_te_pt",
-        "_transport", "_ts", "_wants_pcm", "alaw", "call", "closed", "codec", "digits",
-        "ignored", "jitter", "leg", "packets_sent", "ssrc",
+        "_conf", "_conf_payload", "_detector", "_dtmf_out", "_end_on_exit", "_engine", "_hear",
+        "_hold", "_in_pcm", "_left", "_leg", "_marker", "_muted", "_out_of_band",
+        "_out_payload", "_out_pcm", "_parked_detector", "_pt", "_receiver", "_recording",
+        "_room", "_row", "_rx_open", "_rx_ssrc", "_seq", "_session_receive", "_silence",
+        "_sources", "_te_pt", "_transport", "_ts", "_wants_pcm", "alaw", "call", "closed",
+        "codec", "digits", "ignored", "jitter", "leg", "packets_sent", "ssrc",
     )
 
     def __init__(self, engine: MediaEngine, call: RelayedCall, leg: LegName, codec: Codec,
@@ -449,7 +561,17 @@ class Endpoint:
         self._dtmf_out: deque[_DtmfOut] = deque()
         self._recording: _Recording | None = None
         self._room: Room | None = None
-        self._conf: Samples | None = None  # this tick's conference mix for us
+        self._muted = False  # in the room: the others do not hear us
+        self._hear = True  # in the room: we hear the others
+        self._end_on_exit = False  # in the room: it ends when we leave
+        self._hold: _Source | None = None  # music on hold while the room waits to start
+        self._left: asyncio.Future[LeaveReason] | None = None  # resolves when out of the room
+        # In a room the in-band detector rests (no digit input there): this is what `leave`
+        # brings back (None: detection stays off).
+        self._parked_detector: DtmfDetector | None = None
+        self._conf: Samples | None = None  # this tick's conference mix for us...
+        self._conf_payload = b""  # ...and encoded for our codec
+        self._row = -1  # our row in this tick's decoded frames (-1: none)
         self._in_pcm: Samples = _SILENT  # this tick's decoded frame from the party
         self._out_payload: bytes | None = None  # this tick's outgoing frame, encoded...
         self._out_pcm: Samples = _SILENT  # ...and as samples
@@ -524,12 +646,20 @@ class Endpoint:
     def inband_dtmf(self) -> bool:
         """Whether in-band tones are being detected: True from attach until the party sends
         an out-of-band digit (RFC 4733 or INFO: then never again, so no key counts twice).
-        The detector is the largest per-tick cost of a leg (~10 µs); set False while nobody
-        collects digits (a conference without input) and True again when they do."""
+        The detector is the largest per-tick cost of a leg; set False while nobody collects
+        digits and True again when they do. In a conference room it is off (rooms take no
+        digit input) and comes back as it was when the party leaves; setting it there
+        decides what comes back."""
         return self._detector is not None
 
     @inband_dtmf.setter
     def inband_dtmf(self, on: bool) -> None:
+        if self._room is not None:
+            if not on:
+                self._parked_detector = None
+            elif self._parked_detector is None and not self._out_of_band:
+                self._parked_detector = DtmfDetector()
+            return
         if not on:
             self._detector = None
         elif self._detector is None and not self._out_of_band:
@@ -580,31 +710,74 @@ class Endpoint:
 
     # --- conference ---
 
-    def join(self, room_name: str, *, mute: bool = False, hear: bool = True) -> None:
+    def join(self, room_name: str, *, mute: bool = False, hear: bool = True,
+             start_on_enter: bool = True, end_on_exit: bool = False,
+             music_on_hold: Samples | None = None) -> asyncio.Future[LeaveReason]:
         """Enter room `room_name` (created if needed), leaving any other room. `mute`: the
         others do not hear this party; `hear`: this party hears the room (else its playback
-        or silence). Joining the same room again updates the two flags."""
+        or silence). The room starts when a member with `start_on_enter` is in; until then
+        this party hears `music_on_hold` (mono int16 at 8 kHz, looped; cached by identity
+        like `play`) or silence, and nobody is mixed. `end_on_exit`: when this party leaves
+        (`leave`, detach, hangup) the room ends and every other member is taken out. While
+        in the room, in-band DTMF detection is off (see `inband_dtmf`). Playback (`play`)
+        goes on over the room. Returns a future that resolves when this party is out of the
+        room: "left" (`leave`, another room, detach), "room_ended" (another member's
+        `end_on_exit`) or "hangup" (the call ended). Joining the same room again updates
+        these settings and returns the same future."""
         self._check_open()
+        if music_on_hold is not None and (music_on_hold.dtype != np.int16
+                                          or music_on_hold.ndim != 1):
+            raise TypeError("music_on_hold takes a 1-D int16 array (mono, 8 kHz)")
         room = self._room
-        if room is not None and room.name == room_name:
-            room.mixer.set_muted(self, mute)
-            room._hearing[self] = hear
-            return
-        self.leave()
-        self._room = self._engine.rooms._join(self, room_name, mute, hear)
+        if room is None or room.name != room_name:
+            self._exit_room("left")
+            self._parked_detector, self._detector = self._detector, None
+            self._left = self._engine._loop.create_future()
+            room = self._room = self._engine.rooms._join(self, room_name, start_on_enter)
+        elif start_on_enter and not room.started:
+            self._engine.rooms._start(room)
+        self._muted = mute
+        self._hear = hear
+        self._end_on_exit = end_on_exit
+        self._hold = None
+        if music_on_hold is not None and len(music_on_hold) and not room.started:
+            rows, payload = self._engine._prompts.get(music_on_hold, 1.0, self.codec.name)
+            self._hold = _Source(rows, payload, 0, False, None)
         self._update_wants()
+        if self._left is None or self._left.done():  # cancelled by its caller
+            self._left = self._engine._loop.create_future()
+        return self._left
 
     def leave(self) -> None:
-        """Leave the room, if in one."""
-        room = self._room
-        if room is not None:
-            self._room = None
-            self._engine.rooms._leave(self, room)
-            self._update_wants()
+        """Leave the room, if in one (its `join` future: "left")."""
+        self._exit_room("left")
 
     @property
     def room(self) -> Room | None:
         return self._room
+
+    def _exit_room(self, reason: LeaveReason) -> None:
+        room = self._room
+        if room is None:
+            return
+        ends = self._end_on_exit and reason != "room_ended"
+        self._room = None
+        self._hold = None
+        self._conf = None
+        self._muted = False
+        self._hear = True
+        self._end_on_exit = False
+        self._engine.rooms._leave(self, room)
+        detector, self._parked_detector = self._parked_detector, None
+        if detector is not None and not self._out_of_band:
+            detector.reset()  # the audio it saw last is from before the room
+            self._detector = detector
+        self._update_wants()
+        left, self._left = self._left, None
+        if left is not None and not left.done():
+            left.set_result(reason)
+        if ends:
+            self._engine.rooms._end(room)
 
     # --- inside ---
 
@@ -613,8 +786,9 @@ class Endpoint:
             raise EndpointClosed(f"{self!r} is closed")
 
     def _update_wants(self) -> None:
+        room = self._room
         self._wants_pcm = (self._detector is not None or self._recording is not None
-                           or self._room is not None)
+                           or (room is not None and room.started))
 
     def _receive(self, leg: RelayLeg, data: bytes, addr: Address, now: float) -> list[Datagram]:
         """Stands in for `RelaySession.receive` on this leg's sockets (see `set_leg_receive`):
@@ -663,6 +837,7 @@ class Endpoint:
 
     def _out_of_band_seen(self) -> None:
         self._out_of_band = True
+        self._parked_detector = None
         if self._detector is not None:
             # From now on a tone in the audio is the same key again: never count it twice.
             self._detector = None
@@ -711,18 +886,27 @@ class Endpoint:
 
     def _next_frame(self) -> tuple[bytes | None, Samples]:
         """This tick's outgoing frame: the encoded payload (None: to be encoded from the
-        samples) and the samples (for a stereo recording)."""
+        samples) and the samples (for a stereo recording). Playback goes over what the room
+        gives (its mix, or music on hold while it waits), else it is sent alone."""
         sources = self._sources
         source = sources[0] if sources else None
         while source is not None and source.future is not None and source.future.done():
             sources.popleft()  # cancelled by its caller
             source = sources[0] if sources else None
         conf = self._conf
+        if conf is not None:
+            self._conf = None
+            conf_payload = self._conf_payload
+        elif self._hold is not None:
+            hold = self._hold
+            index = hold.index
+            conf = hold.pcm[index]
+            conf_payload = hold.payload[index * FRAME:(index + 1) * FRAME]
+            hold.index = index + 1 if index + 1 < hold.count else 0
         if source is None:
             if conf is None:
                 return self._silence, _SILENT
-            self._conf = None
-            return None, conf
+            return conf_payload, conf
         index = source.index
         pcm = source.pcm[index]
         start = index * FRAME
@@ -736,8 +920,6 @@ class Endpoint:
                 source.loops -= 1
         source.index = index
         if conf is not None:
-            # In a room: the party hears the room and its own playback on top.
-            self._conf = None
             mixed = conf.astype(np.int32) + pcm
             np.clip(mixed, -32768, 32767, out=mixed)
             return None, mixed.astype(np.int16)
@@ -782,7 +964,7 @@ class Endpoint:
         if self.closed:
             return
         self.closed = True
-        self.leave()
+        self._exit_room("hangup" if reason == "hangup" else "left")
         self._end_recording(reason)
         self._end_sources(lambda source: True, PlayResult.STOPPED)
         self._sources.clear()
@@ -828,9 +1010,9 @@ class MediaEngine:
         self.late_after_s = late_after_s
         self.resync_after_s = resync_after_s
         self.observer = observer
-        self.rooms = Conferences()
-        self.stats = EngineStats()
         self._loop = asyncio.get_running_loop()
+        self.rooms = Conferences(self._loop)
+        self.stats = EngineStats()
         self._rng = rng or random.Random()
         self._prompts = _PromptCache()
         self._endpoints: list[Endpoint] = []
@@ -980,10 +1162,11 @@ class MediaEngine:
 
     def _process(self, now: float) -> None:
         """One tick for every endpoint: pop each jitter buffer and decode the frames of those
-        who need samples (one 2-D G.711 table lookup), feeding in-band detectors, recordings
-        and rooms; mix each room (N-1); take each endpoint's frame (room mix + playback, else
-        playback, else silence: peers expect a steady stream); encode the mixed frames (one
-        lookup); send one RTP packet per endpoint from its leg's own RTP socket."""
+        who need samples (one 2-D G.711 table lookup), feeding the in-band detectors (one
+        batch), recordings and rooms; mix each room (N-1, encoded in one lookup per room);
+        take each endpoint's frame (room + playback, else playback, else silence: peers
+        expect a steady stream); encode the frames still to encode (one lookup); send one RTP
+        packet per endpoint from its leg's own RTP socket."""
         for endpoint in [e for e in self._endpoints if e.call.closed]:
             self._remove(endpoint, "hangup")
         endpoints = self._endpoints
@@ -1001,30 +1184,40 @@ class MediaEngine:
             if endpoint._wants_pcm:
                 if payload is None or len(payload) != FRAME:
                     payload = _fit(payload, endpoint._silence)
+                endpoint._row = len(wanting)
                 wanting.append(endpoint)
                 payloads.append(payload)
+            else:
+                endpoint._row = -1
+        pcm: Samples | None = None
         if wanting:
             pcm = self._decode(wanting, payloads)
+            detecting: list[Endpoint] = []
+            detectors: list[DtmfDetector] = []
             for endpoint, frame in zip(wanting, pcm, strict=True):
                 endpoint._in_pcm = frame
-                detector = endpoint._detector
-                if detector is not None:
-                    for found in detector.feed(frame):
-                        endpoint._press(found.digit, "inband", now)
-                room = endpoint._room
-                if room is not None:
-                    room.mixer.push(endpoint, frame)
+                if endpoint._detector is not None:
+                    detecting.append(endpoint)
+                    detectors.append(endpoint._detector)
+            if detectors:
+                # One batch for every detector (all rows of `pcm`, or those that detect).
+                frames = pcm if len(detecting) == len(wanting) else pcm[
+                    [e._row for e in detecting]]
+                found = DtmfDetector.feed_many(detectors, frames)
+                for endpoint, digits in zip(detecting, found, strict=True):
+                    for digit in digits:
+                        endpoint._press(digit.digit, "inband", now)
 
         # 2. Conference rooms: everyone hears the others.
         if len(self.rooms):
             started = time.perf_counter()
             for room in self.rooms._active():
-                room._mix()
+                room._tick(pcm, tick)
             self.stats.mix_s += time.perf_counter() - started
 
-        # 3. Outbound: playback payloads are pre-encoded; mixed frames are encoded together.
-        # (The frames stay on the endpoints: no per-endpoint tuples live through the tick, so
-        # the garbage collector's young generation is not flooded with survivors.)
+        # 3. Outbound: playback, room mixes and silence come encoded; the rest (playback over
+        # a room) is encoded together. (The frames stay on the endpoints: no per-endpoint
+        # tuples live through the tick, so the collector's young generation stays small.)
         to_encode: list[Endpoint] = []
         for endpoint in endpoints:
             endpoint._out_payload, endpoint._out_pcm = endpoint._next_frame()

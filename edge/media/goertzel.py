@@ -31,15 +31,18 @@ Measured accuracy with the defaults (tests/media/test_goertzel.py checks these):
     minutes of espeak-ng speech in 18 voices at three pitches one false key was found
     (a high-pitched female voice), none at the default and low pitches.
 Cost: about 8 us per 20 ms frame of speech or silence, 16 us while a tone is present (numpy,
-one core of the reference machine).
+one core of the reference machine). `feed_many` serves many streams with one matrix product:
+about 1.5-2 us per stream and frame in a batch of 300, 2-3 us in a batch of 20.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["COL_FREQS", "KEYPAD", "ROW_FREQS", "DtmfDetector", "ToneDigit"]
 
@@ -55,6 +58,9 @@ _SEGMENT_FLOOR = 0.3
 # 0 dBm0 is a sine 3.14 dB below the full-scale sine (ITU-T G.711: the A-law coder's
 # overload point is +3.14 dBm0, µ-law's +3.17), whose peak is 32768 in int16.
 _DBM0_PEAK = 32768.0 * 10 ** (-3.14 / 20)
+_EMPTY: npt.NDArray[np.float64] = np.zeros(0)
+_EMPTY.flags.writeable = False
+_SETTINGS: dict[tuple[float, ...], tuple[float, ...]] = {}
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,10 +76,12 @@ def _db(x: float) -> float:
 
 
 class DtmfDetector:
-    """Streaming in-band DTMF detector; `feed(samples)` returns the presses it completed."""
+    """Streaming in-band DTMF detector; `feed(samples)` returns the presses it completed,
+    `DtmfDetector.feed_many(detectors, frames)` does it for many streams at once."""
 
     __slots__ = (
         "_basis",
+        "_batch",
         "_block",
         "_candidate",
         "_held",
@@ -83,8 +91,11 @@ class DtmfDetector:
         "_normal_twist",
         "_rel_peak",
         "_rest",
+        "_rest_size",
         "_reverse_twist",
+        "_row",
         "_run",
+        "_settings",
         "_share",
         "_total",
         "min_off_blocks",
@@ -119,47 +130,156 @@ class DtmfDetector:
         self._share = min_tone_share * block / 2
         self._min_samples = min_duration_ms * SAMPLE_RATE / 1000
         self.min_off_blocks = min_off_blocks
-        self._rest: npt.NDArray[np.float64] = np.zeros(0)
+        # What classifies a block: `feed_many` needs it equal across the detectors it serves
+        # (durations and pauses are each detector's own).
+        settings = (block, min_level_dbm0, normal_twist_db, reverse_twist_db,
+                    relative_peak_db, min_tone_share)
+        self._settings = _SETTINGS.setdefault(settings, settings)  # one object per value
         self.reset()
 
     def reset(self) -> None:
         """Forget buffered samples and the key state (a new stream)."""
-        self._rest = np.zeros(0)
+        self._rest = _EMPTY  # samples short of a block, when `_batch` is None
+        self._rest_size = 0
+        self._batch: npt.NDArray[np.float64] | None = None  # else: they end row `_row` of it
+        self._row = 0
         self._total = 0  # samples consumed into blocks so far
         self._candidate = -1  # key of the current run of hit blocks
         self._run: list[float] = []  # how much of each block of that run the tone filled
         self._held = -1  # key reported and not yet released
         self._misses = 0  # consecutive blocks without the held key
 
+    def _rest_samples(self) -> npt.NDArray[np.float64]:
+        batch = self._batch
+        if batch is None:
+            return self._rest
+        return batch[self._row, batch.shape[1] - self._rest_size:]
+
     def feed(self, samples: npt.NDArray[np.int16]) -> list[ToneDigit]:
         """Consume 8 kHz int16 samples; return the key presses confirmed by them."""
         data = samples.astype(np.float64)
-        if len(self._rest):
-            data = np.concatenate((self._rest, data))
+        if self._rest_size:
+            data = np.concatenate((self._rest_samples(), data))
         count = len(data) // self._block
         used = count * self._block
         self._rest = data[used:]
+        self._rest_size = len(self._rest)
+        self._batch = None
         if not count:
             return []
-        classified = self._classify(data[:used].reshape(count, self._block))
-        if classified is None and self._held < 0 and not self._run:
+        blocks = data[:used].reshape(count, self._block)
+        power, energy = self._powers(blocks)
+        if not self._gate(power, energy).any() and self._held < 0 and not self._run:
             self._total += used  # the common case: speech, silence, noise
             return []
-        keys, fills = classified or ([-1] * count, [0.0] * count)
-        return self._track(keys, fills)
+        keys, fills = self._classify(blocks, power, energy)
+        return self._track(keys.tolist(), fills.tolist())
 
-    def _classify(
+    @staticmethod
+    def feed_many(
+        detectors: Sequence[DtmfDetector], frames: npt.NDArray[np.int16]
+    ) -> list[list[ToneDigit]]:
+        """`feed` for many streams at once: row i of `frames` (N rows of equal length, int16)
+        goes to `detectors[i]`; returns each one's presses, exactly as `feed` would. The
+        detectors must share their block settings (ValueError); each keeps its own state, and
+        either method may feed it next. The tone powers of every stream's blocks are one
+        matrix product, which leaves a few list operations per stream (the media engine
+        feeds each leg's 20 ms frame this way every tick)."""
+        count = len(detectors)
+        if frames.ndim != 2 or len(frames) != count:
+            raise ValueError("frames must be a 2-D array with one row per detector")
+        if not count:
+            return []
+        first = detectors[0]
+        settings = first._settings
+        if not all(d._settings is settings for d in detectors):
+            raise ValueError("feed_many needs detectors with the same block settings")
+        block = first._block
+        head = block - 1  # room for the longest rest (block - 1 samples), right-aligned
+        data = np.empty((count, head + frames.shape[1]))
+        data[:, head:] = frames
+        sizes = [d._rest_size for d in detectors]
+        batch = first._batch
+        if batch is not None and all(d._batch is batch for d in detectors):
+            # Every rest ends a row of the previous batch (the engine's case): one gather.
+            data[:, :head] = batch[[d._row for d in detectors], batch.shape[1] - head:]
+        else:
+            for row, (detector, size) in enumerate(zip(detectors, sizes, strict=True)):
+                if size:
+                    data[row, head - size:head] = detector._rest_samples()
+        # Stream i starts at head - size_i and holds (size_i + length) // block blocks.
+        size_array = np.array(sizes)
+        counts = (size_array + frames.shape[1]) // block
+        numbers: list[int] = counts.tolist()
+        rests: list[int] = ((size_array + frames.shape[1]) % block).tolist()
+        total_blocks = sum(numbers)
+        out: list[list[ToneDigit]] = []
+        if total_blocks:
+            rows = np.repeat(np.arange(count), counts)
+            firsts = np.cumsum(counts) - counts  # each stream's first block
+            offsets = (head - size_array)[rows] + block * (
+                np.arange(total_blocks) - firsts[rows])
+            # The blocks, as rows of a sliding window over the flat buffer (a strided view:
+            # one copy of the rows taken, where a 2-D fancy index is ten times slower).
+            flat = data.reshape(-1)
+            windows = as_strided(flat, (len(flat) - block + 1, block), (flat.itemsize,) * 2,
+                                 writeable=False)
+            blocks = windows[rows * data.shape[1] + offsets]
+            power, energy = first._powers(blocks)
+            gate = first._gate(power, energy)
+            if gate.any():
+                keys_array, fills_array = first._classify(blocks, power, energy)
+                keys: list[int] = keys_array.tolist()
+                fills: list[float] = fills_array.tolist()
+                hits: list[bool] = np.logical_or.reduceat(
+                    gate, firsts.clip(max=total_blocks - 1)).tolist()
+            else:
+                keys = [-1] * total_blocks
+                fills = [0.0] * total_blocks
+                hits = [False] * count
+        else:
+            keys, fills, hits = [], [], [False] * count
+        position = 0
+        for row, detector in enumerate(detectors):
+            detector._batch = data
+            detector._row = row
+            detector._rest_size = rests[row]
+            number = numbers[row]
+            if number and (hits[row] or detector._held >= 0 or detector._run):
+                out.append(detector._track(keys[position:position + number],
+                                           fills[position:position + number]))
+            else:
+                detector._total += number * block
+                out.append([])
+            position += number
+        return out
+
+    def _powers(
         self, blocks: npt.NDArray[np.float64]
-    ) -> tuple[list[int], list[float]] | None:
-        """Per block the key index 0-15 it is a hit for (or -1), and how much of the block
-        holds signal (0..1, in fifths); None when no block can be a hit."""
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Per block the power at the eight frequencies, and the block's energy."""
         proj = blocks @ self._basis
         power = proj[:, :8] ** 2 + proj[:, 8:] ** 2
-        energy = np.einsum("ij,ij->i", blocks, blocks)
-        # Cheap gate first: the two tones cannot hold more than all eight frequencies.
+        return power, np.einsum("ij,ij->i", blocks, blocks)
+
+    def _gate(
+        self, power: npt.NDArray[np.float64], energy: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.bool_]:
+        """The blocks that may be hits: a cheap test first, since the two tones cannot hold
+        more than all eight frequencies."""
         total = power.sum(axis=1)
-        if not ((total >= energy * self._share) & (total >= 2 * self._min_power)).any():
-            return None
+        gate: npt.NDArray[np.bool_] = (total >= energy * self._share) & (
+            total >= 2 * self._min_power)
+        return gate
+
+    def _classify(
+        self,
+        blocks: npt.NDArray[np.float64],
+        power: npt.NDArray[np.float64],
+        energy: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """Per block the key index 0-15 it is a hit for (or -1), and how much of the block
+        holds signal (0..1, in fifths)."""
         rows, cols = power[:, :4], power[:, 4:]
         r = rows.argmax(axis=1)
         c = cols.argmax(axis=1)
@@ -180,7 +300,7 @@ class DtmfDetector:
             & (cols2.max(axis=1) * self._rel_peak <= cp)
             & (rp + cp >= energy * self._share)
         )
-        keys = np.where(ok, r * 4 + c, -1)
+        keys: npt.NDArray[np.intp] = np.where(ok, r * 4 + c, -1)
         # A tone that starts or stops inside a block still passes the tests above when the
         # rest of the block is silent, so the duration is measured on the energy of 2.6 ms
         # segments: a segment holds signal when it has 30 % of the block's loudest one (the
@@ -189,8 +309,8 @@ class DtmfDetector:
         parts = blocks[:, : seg * _SEGMENTS].reshape(len(blocks), _SEGMENTS, seg)
         seg_energy = np.einsum("ijk,ijk->ij", parts, parts)
         loud = seg_energy >= _SEGMENT_FLOOR * seg_energy.max(axis=1, keepdims=True)
-        fills = loud.sum(axis=1) / _SEGMENTS
-        return [int(k) for k in keys], fills.tolist()
+        fills: npt.NDArray[np.float64] = loud.sum(axis=1) / _SEGMENTS
+        return keys, fills
 
     def _track(self, keys: list[int], fills: list[float]) -> list[ToneDigit]:
         out: list[ToneDigit] = []

@@ -95,8 +95,12 @@ class Endpoint(Protocol):
                         end_on_silence_s: float | None = None, end_on_key: str | None = None,
                         timeout_s: float = 7200, beep: bool = False) -> asyncio.Future[Any]: ...
     def stop_recording(self) -> None: ...
-    def join(self, room_name: str, *, mute: bool = False, hear: bool = True) -> Any: ...
+    def join(self, room_name: str, *, mute: bool = False, hear: bool = True,
+             start_on_enter: bool = True, end_on_exit: bool = False,
+             music_on_hold: Any = None) -> asyncio.Future[str]: ...
     def leave(self) -> None: ...
+    @property
+    def room(self) -> Any: ...
 
 
 class MediaSources(Protocol):
@@ -451,8 +455,17 @@ class CallApplication:
             end_on_silence_s=step.end_on_silence, end_on_key=step.end_on_key,
             timeout_s=step.time_out, beep=step.beep_start,
         )
+        self._report_recording(done, path, index, step.event_url or self.spec.event_url,
+                               started=started)
+
+    def _report_recording(self, done: asyncio.Future[Any], path: str, index: int,
+                          url: str | None, *, started: float | None = None) -> None:
+        """When a recording ends: publish its WAV, keep its URL in the state values, and post
+        the `record` event."""
+        recordings = self._media.recordings
+        assert recordings is not None
         position = self._position
-        url = step.event_url or self.spec.event_url
+        started = self._clock() if started is None else started
 
         async def report() -> None:
             result = await done
@@ -476,13 +489,31 @@ class CallApplication:
         task.add_done_callback(self._background.discard)
 
     async def _conference(self, call: Call, step: ConferenceStep) -> None:
+        """Join the room until it ends (a member with endOnExit left) or the call does; a room
+        not started yet (no member with startOnEnter) plays its music on hold. `canSpeak: []`
+        mutes and `canHear: []` deafens (the engine has no per-leg lists)."""
         endpoint = self._endpoint(call)
-        left = endpoint.join(step.name, mute=step.mute)
+        music = None
+        if step.music_on_hold is not None:
+            try:
+                music = await self._sources().prompt(step.music_on_hold)
+            except Exception as exc:
+                self._report(f"step {self._position}: music on hold not available: {exc}")
+        left = endpoint.join(
+            step.name, mute=step.mute or step.can_speak == [],
+            hear=step.can_hear != [], start_on_enter=step.start_on_enter,
+            end_on_exit=step.end_on_exit, music_on_hold=music,
+        )
+        room = endpoint.room
+        if step.record and room is not None and not room.recording \
+                and self._media.recordings is not None:
+            self._recordings += 1
+            index = self._recordings
+            path = self._media.recordings.path_for(self.call_id, index)
+            self._report_recording(room.start_recording(path), path, index,
+                                   step.event_url or self.spec.event_url)
         try:
-            if isinstance(left, asyncio.Future):
-                await left  # the room ended (endOnExit) or we were removed
-            else:
-                await asyncio.Event().wait()  # until the call ends
+            await left  # "left" | "room_ended" | "hangup"
         finally:
             if not call.ended:
                 endpoint.leave()

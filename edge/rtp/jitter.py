@@ -51,14 +51,10 @@ def _ts_diff(a: int, b: int) -> int:
     return d - (1 << 32) if d >= _HALF_U32 else d
 
 
-class _Slot:
-    __slots__ = ("payload", "pt", "seq", "ts")
-
-    def __init__(self, seq: int, ts: int, pt: int, payload: bytes) -> None:
-        self.seq = seq
-        self.ts = ts
-        self.pt = pt
-        self.payload = payload
+# A buffered packet, by sequence number: (timestamp, payload type, payload). Plain tuples, not
+# objects: one is made per packet of every terminated leg, and tuples of atoms are cheap to
+# build and are not tracked by the garbage collector.
+_Slot = tuple[int, int, bytes]
 
 
 class JitterBuffer:
@@ -185,8 +181,10 @@ class JitterBuffer:
         return self._ssrc
 
     def _target(self) -> float:
-        return min(max(self._frame_s + 3 * self._held_jitter, self.min_delay_s),
-                   self.max_delay_s)
+        target = self._frame_s + 3 * self._held_jitter
+        if target < self.min_delay_s:
+            return self.min_delay_s
+        return self.max_delay_s if target > self.max_delay_s else target
 
     # --- input ---
 
@@ -240,15 +238,16 @@ class JitterBuffer:
                 return False
             else:
                 self._track_delay(due - now)
-        if seq in self._slots:
+        slots = self._slots
+        if seq in slots:
             self.duplicates += 1
             return False
-        if seq_diff(seq, self._max_seq) > 0:
+        if 0 < (seq - self._max_seq) & 0xFFFF < 0x8000:
             self._max_seq = seq
-        if len(self._slots) >= self.max_packets:
-            del self._slots[self._earliest().seq]
+        if len(slots) >= self.max_packets:
+            del slots[self._earliest()]
             self.overflow += 1
-        self._slots[seq] = _Slot(seq, ts, b1 & 0x7F, packet[offset:end])
+        slots[seq] = (ts, b1 & 0x7F, packet[offset:end])
         return True
 
     def _is_jump(self, seq: int, ts: int, now: float) -> bool:
@@ -296,42 +295,51 @@ class JitterBuffer:
         self._delay = None
         self._last_adjust = now
 
-    def _earliest(self) -> _Slot:
-        ref = self._next_seq
-        return self._slots[min(self._slots, key=lambda s: seq_diff(s, ref))]
+    def _earliest(self) -> int:
+        """The sequence number held that comes first from `_next_seq` on (or the latest
+        before it): the least `seq_diff(seq, _next_seq)`, which plus 0x8000 is
+        `(seq + 0x8000 - _next_seq) & 0xFFFF` (no function call per packet)."""
+        slots = self._slots
+        if len(slots) == 1:
+            for seq in slots:
+                return seq
+        shift = 0x8000 - self._next_seq
+        return (min([(seq + shift) & 0xFFFF for seq in slots]) - shift) & 0xFFFF
 
     # --- output ---
 
     def pop(self, now: float) -> bytes | None:
         """The payload to play in this tick, or None (nothing due: loss, silence, buffering)."""
+        slots = self._slots
         if not self._started:
-            if not self._slots or now < self._start_at:
+            if not slots or now < self._start_at:
                 return None
-            head = self._earliest()
+            first = self._earliest()
             self._started = True
-            self._play_ts = head.ts
-            self._next_seq = head.seq
+            self._play_ts = slots[first][0]
+            self._next_seq = first
             self._last_adjust = now
         elif now - self._last_adjust >= self.adjust_s and self._adjust(now):
             return None
         payload: bytes | None = None
-        while self._slots:
-            head = self._earliest()
-            ahead = _ts_diff(head.ts, self._play_ts)
+        while slots:
+            seq = self._earliest()
+            ts, pt, data = slots[seq]
+            ahead = _ts_diff(ts, self._play_ts)
             if ahead < 0:  # its frame went by (left over from a skip)
-                del self._slots[head.seq]
+                del slots[seq]
                 self.late += 1
                 continue
             if ahead < self._frame:
-                del self._slots[head.seq]
-                gap = seq_diff(head.seq, self._next_seq)
+                del slots[seq]
+                gap = seq_diff(seq, self._next_seq)
                 if gap > 0:
                     self.lost += gap
-                self._next_seq = seq_add(head.seq, 1)
-                self._play_ts = head.ts  # follow the sender's grid
-                self.payload_type = head.pt
+                self._next_seq = (seq + 1) & 0xFFFF
+                self._play_ts = ts  # follow the sender's grid
+                self.payload_type = pt
                 self.played += 1
-                payload = head.payload
+                payload = data
             break
         if payload is None:
             self.empty += 1
@@ -346,9 +354,11 @@ class JitterBuffer:
 
     def _adjust(self, now: float) -> bool:
         """Steer the delay towards the target; True if this tick is an inserted frame."""
-        target = self._target()
         delay = self._delay
-        if delay is not None and delay < target - self._frame_s / 2:
+        if delay is None:
+            return False
+        target = self._target()
+        if delay < target - self._frame_s / 2:
             # Packets arrive too close to (or after) their playout: play one frame later.
             self._last_adjust = now
             self.stretched += 1
@@ -359,15 +369,15 @@ class JitterBuffer:
             self._anchor_ts = (self._play_ts - self._frame) & 0xFFFFFFFF
             self.empty += 1
             return True
-        if delay is not None and delay > target + self._frame_s:
+        if delay > target + self._frame_s:
             # Packets wait longer than needed: skip one frame (drop it if it is here).
             self._last_adjust = now
             self.shrunk += 1
             self._delay = delay - self._frame_s
             if self._slots:
-                head = self._earliest()
-                if 0 <= _ts_diff(head.ts, self._play_ts) < self._frame:
-                    del self._slots[head.seq]
-                    self._next_seq = seq_add(head.seq, 1)
+                seq = self._earliest()
+                if 0 <= _ts_diff(self._slots[seq][0], self._play_ts) < self._frame:
+                    del self._slots[seq]
+                    self._next_seq = seq_add(seq, 1)
             self._play_ts = (self._play_ts + self._frame) & 0xFFFFFFFF
         return False

@@ -126,6 +126,18 @@ def test_sequence_and_timestamp_wrap() -> None:
     assert (run.buffer.lost, run.buffer.late, run.buffer.resyncs) == (0, 0, 0)
 
 
+def test_reordered_across_the_wrap_before_playout_starts() -> None:
+    """Packets arriving out of order while the buffer fills, across the 16-bit wrap: playout
+    starts from the earliest held (not the first to arrive) and goes in sequence order."""
+    seqs = [0xFFFE, 0xFFFF, 0, 1, 2, 3]
+    order = [3, 0, 1, 2, 5, 4]  # seq 1 arrives first, then 0xFFFE, 0xFFFF, 0, 3, 2
+    arrivals = [(0.03 + 0.002 * k, rtp(seqs[i], 1000 + FRAME * i, payload=struct.pack(
+        "!I", i))) for k, i in enumerate(order)]
+    run = simulate(arrivals, ticks=12)
+    assert run.numbers == [0, 1, 2, 3, 4, 5]  # labels: 0 is seq 0xFFFE
+    assert (run.buffer.lost, run.buffer.late, run.buffer.duplicates) == (0, 0, 0)
+
+
 @pytest.mark.parametrize("sigma_ms", [5.0, 15.0])
 def test_adapts_to_jitter(sigma_ms: float) -> None:
     """Half-normal extra delay per packet (one-sided, as queues make it)."""
