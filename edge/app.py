@@ -286,6 +286,9 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         if ready is not None:
             ready(edge)
 
+        # What start-up built (stores, pools, routing, caches) lives as long as the edge: out
+        # of the cyclic collector's way, whose full passes otherwise stall the media clock.
+        gc.freeze()
         await stop.wait()
         log.info("sdpbx stopping", extra={"signal": received[0] if received else None})
     log.info("sdpbx stopped")
