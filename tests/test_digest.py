@@ -766,3 +766,60 @@ def test_credentials_round_trip(username: str, uri: str, cnonce: str | None, res
         algorithm="SHA-256",
     )
     assert parse_credentials(credentials.to_header()) == credentials
+
+
+# --- the one-pass reading of auth-params ------------------------------------------------------
+
+_AUTH_ATOMS = [
+    "Digest", " ", "\t", ",", "a", "b=", "=", '"', "\\", "x", 'q="v"', "uri=sip:a@b", " , ",
+    "nc=00000001", 'r="a\\"b"', 'r="a,b"', "k", '""', '\\"', "\r\n ", "A", "realm=x",
+]
+
+
+def _param_by_param(value: str, what: str) -> object:
+    """`_parse_auth_params` with its one-pass shortcut off: the param-by-param loop."""
+    import re
+
+    from edge.sip import digest
+
+    never = re.compile(r"(?!)")
+    saved = digest._AUTH_VALUE_RE
+    digest._AUTH_VALUE_RE = never
+    try:
+        return _outcome(digest._parse_auth_params, value, what)
+    finally:
+        digest._AUTH_VALUE_RE = saved
+
+
+def _outcome(parse: Any, value: str, what: str) -> object:
+    try:
+        return parse(value, what)
+    except SipParseError as error:  # UnsupportedSchemeError too
+        return type(error).__name__, error.reason, error.status
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_AUTH_ATOMS), max_size=10), st.booleans())
+def test_auth_params_read_in_one_pass_as_param_by_param(atoms: list[str], digest: bool) -> None:
+    from edge.sip.digest import _parse_auth_params
+
+    value = ("Digest " if digest else "") + "".join(atoms)
+    for what in ("credentials", "challenge"):
+        assert _outcome(_parse_auth_params, value, what) == _param_by_param(value, what)
+
+
+def test_auth_params_of_a_typical_authorization() -> None:
+    from edge.sip.digest import _parse_auth_params
+
+    value = (
+        'Digest username="u10000",realm="127.0.0.1",cnonce="6b8b4567",nc=00000001,'
+        'qop=auth,uri="sip:127.0.0.1:5060",nonce="n\\"x",response="abc",algorithm=MD5'
+    )
+    credentials = parse_credentials(value)
+    assert credentials.nonce == 'n"x' and credentials.nc == "00000001"
+    assert credentials.algorithm == "MD5" and credentials.params == ()
+    assert _param_by_param(value, "credentials") == _outcome(
+        _parse_auth_params, value, "credentials"
+    )
+    extra = parse_credentials(value + ', opaque="o", foo=bar')
+    assert extra.opaque == "o" and extra.params == (("foo", "bar"),)

@@ -245,3 +245,44 @@ def test_cancel_crossing_the_final_response_gets_200_and_no_event() -> None:
     assert ok.status == 200 and ok.cseq.method == "CANCEL"
     assert ok.to_addr.tag == "uas"
     assert endpoint.next_event() is None
+
+
+def test_completed_request_keeps_no_parse_and_retransmissions_go_back_to_the_source() -> None:
+    endpoint = make_endpoint(methods=("MESSAGE",))
+    source = ("192.0.2.7", 40000)  # behind NAT: Via says 127.0.0.1:5070, rport asked
+    endpoint.receive_datagram(request("MESSAGE"), source, 0.0)
+    event = endpoint.next_event()
+    assert isinstance(event, RequestReceived) and event.transaction_id is not None
+    assert event.peer.address == source
+    endpoint.respond(event.transaction_id, make_response(event.request, 200, to_tag="x"), 0.1)
+    first, peer = only_response(endpoint)
+    assert peer.address == source
+    # The completed transaction dropped the request's parses (fewer live objects for 32 s);
+    # they come back on demand, the same values.
+    assert event.request.headers._parsed is None
+    assert event.request.top_via.received == "192.0.2.7"
+    endpoint.receive_datagram(request("MESSAGE"), source, 0.5)  # a retransmission
+    again, again_peer = only_response(endpoint)
+    assert again.to_bytes() == first.to_bytes()
+    assert again_peer is peer  # the destination found once is kept
+    assert endpoint.next_event() is None
+
+
+def test_datagrams_from_one_source_share_one_peer() -> None:
+    endpoint = make_endpoint(methods=("MESSAGE",))
+    endpoint.receive_datagram(request("MESSAGE"), PEER, 0.0)
+    endpoint.receive_datagram(request("MESSAGE", branch="z9hG4bK-2", call_id="c2"), PEER, 0.0)
+    other = ("127.0.0.1", 5071)
+    endpoint.receive_datagram(request("MESSAGE", branch="z9hG4bK-3", call_id="c3"), other, 0.0)
+    events = [endpoint.next_event() for _ in range(3)]
+    assert all(isinstance(e, RequestReceived) for e in events)
+    peers = [e.peer for e in events if isinstance(e, RequestReceived)]
+    assert peers[0] is peers[1] and peers[0] == Peer(transport="UDP", address=PEER)
+    assert peers[2].address == ("127.0.0.1", 5071)
+
+
+def test_empty_datagram_is_ignored_like_a_keepalive() -> None:
+    endpoint = make_endpoint()
+    endpoint.receive_datagram(b"", PEER, 0.0)
+    endpoint.receive_datagram(b"\n", PEER, 0.0)
+    assert endpoint.outputs() == []

@@ -320,3 +320,46 @@ def test_bounded_memo_parses_once_and_stays_bounded() -> None:
         with pytest.raises(SipParseError):
             memo("bad")
     assert calls.count("bad") == 2  # errors are not cached
+
+
+def test_bounded_memo_keeps_values_in_use_and_forgets_the_rest() -> None:
+    from edge.sip.grammar import bounded_memo
+
+    calls: list[str] = []
+
+    def parse(text: str) -> tuple[str, ...]:
+        calls.append(text)
+        return (text,)
+
+    memo = bounded_memo(parse, 4)
+    for text in ("a", "b", "c"):
+        memo(text)
+    memo("a")  # still held (in the older half): found, and kept fresh
+    for text in ("d", "e"):
+        memo(text)
+    memo("a")  # used again: still there
+    memo("f")
+    assert calls == ["a", "b", "c", "d", "e", "f"]
+    memo("b")  # not used since: forgotten
+    assert calls[-1] == "b"
+    # However many texts go through, at most 4 are held: a cycle over 5 always misses.
+    calls.clear()
+    for _ in range(3):
+        for text in "vwxyz":
+            memo(text)
+    assert len(calls) == 15
+
+
+_TOKEN_TEXT = st.text(st.sampled_from(list("abcXYZ019-.!%*_+`'~")), min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_TOKEN_TEXT, st.none() | st.builds(
+    lambda a, b: a + b, _TOKEN_TEXT, st.text(st.sampled_from(list("a1:.")), max_size=4)
+)), max_size=5))
+def test_parse_params_without_lws_reads_like_with_lws(pairs: list[tuple[str, str | None]]) -> None:
+    # ";name=value" lists with no LWS take a shortcut (split at ";" and "="); the same list
+    # with LWS around ";" goes through the full grammar: both must give the same pairs.
+    text = format_params(pairs)
+    spaced = text.replace(";", " ; ")
+    assert parse_params(text) == parse_params(spaced) == tuple(pairs)

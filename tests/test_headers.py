@@ -269,3 +269,51 @@ def test_copy_is_independent() -> None:
     assert "X-New" not in headers
     assert len(headers) == 7
     assert len(clone) == 7
+
+
+def _register_message() -> object:
+    from edge.sip.message import parse_message
+
+    return parse_message(
+        b"REGISTER sip:pbx.test SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1\r\n"
+        b"v: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bK-0\r\n"
+        b"From: <sip:alice@pbx.test>;tag=a1\r\n"
+        b"To: <sip:alice@pbx.test>\r\n"
+        b"Call-ID: c1\r\n"
+        b"CSeq: 7 REGISTER\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+
+
+def test_a_change_forgets_the_parses_of_that_header_only() -> None:
+    from edge.sip.message import Request
+
+    message = _register_message()
+    assert isinstance(message, Request)
+    cseq, from_addr, top = message.cseq, message.from_addr, message.top_via
+    assert [via.host for via in message.vias] == ["192.0.2.1", "192.0.2.2"]
+    message.headers.set("To", "<sip:bob@pbx.test>")
+    assert message.to_addr.uri.user == "bob"  # type: ignore[union-attr]
+    assert message.cseq is cseq and message.from_addr is from_addr and message.top_via is top
+    message.headers.prepend("Via", "SIP/2.0/UDP proxy.test;branch=z9hG4bK-p")
+    assert message.top_via.host == "proxy.test"
+    assert [via.host for via in message.vias] == ["proxy.test", "192.0.2.1", "192.0.2.2"]
+    assert message.cseq is cseq
+    message.headers.remove_first("Via")
+    message.headers.remove_first("Via")
+    assert [via.host for via in message.vias] == ["192.0.2.2"]
+    message.headers.replace_first("CSeq", "8 REGISTER")
+    assert message.cseq.seq == 8
+    message.headers.forget_parsed()
+    assert message.cseq is not cseq and message.cseq.seq == 8
+
+
+def test_headers_keys_and_counts() -> None:
+    headers = Headers.of([("Via", "a"), ("v", "b"), ("Route", "<sip:r>"), ("To", "<sip:t>")])
+    assert headers.keys() == ["via", "via", "route", "to"]
+    assert headers.counts() == {"via": 2, "route": 1, "to": 1}
+    assert headers.get_all("v") == ["a", "b"]
+    headers.add("Supported", "path, outbound")
+    assert headers.get_all("Supported") == ["path", "outbound"]
+    assert headers.get_all("k") == ["path", "outbound"]

@@ -842,3 +842,36 @@ def test_new_request_takes_parsed_values_and_round_trips() -> None:
     assert [name for name, _ in again.headers] == [
         "Via", "Max-Forwards", "From", "To", "Call-ID", "CSeq", "Content-Length",
     ]
+
+
+@pytest.mark.parametrize(
+    "name", ["To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Length"]
+)
+def test_repeated_single_header_is_refused_while_repeated_via_is_fine(name: str) -> None:
+    data = raw_request(extra=["Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-2"])
+    validate_request(parse_request(data))  # two Via lines: fine
+    line = next(li for li in data.split(b"\r\n") if li.startswith(name.encode() + b":"))
+    doubled = data.replace(line, line + b"\r\n" + line)
+    with pytest.raises(SipParseError, match=f"more than one {name} header"):
+        validate_request(parse_request(doubled))
+
+
+def test_replace_top_via_keeps_the_other_vias_and_their_parse() -> None:
+    data = raw_request(extra=["Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-2"])
+    request = parse_request(data)
+    first, second = request.vias
+    stamped = first.with_source("192.0.2.77", 4000)
+    request.replace_top_via(stamped)
+    assert request.top_via is stamped
+    assert request.vias == [stamped, second] and request.vias[1] is second
+    assert request.headers.get_lines("Via")[0] == str(stamped)
+    assert "received=192.0.2.77" in str(stamped) and "rport=4000" in str(stamped)
+    # Two values in one line: the second stays as written.
+    one_line = raw_request().replace(
+        b"Via: ", b"Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-9, ", 1
+    )
+    request = parse_request(one_line)
+    request.replace_top_via(request.top_via.with_received("192.0.2.1"))
+    line = request.headers.get_lines("Via")[0]
+    assert line.startswith("SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-9;received=192.0.2.1, SIP/2.0")
+    assert len(request.vias) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+import edge.sip.transaction as transaction_module
 from edge.sip.errors import LocalProtocolError
 from edge.sip.message import Request, Response, make_response, parse_message
 from edge.sip.timers import Timer, TimerConfig, first_interval
@@ -435,6 +436,32 @@ def test_non_invite_server_trying_proceeding_completed_and_timer_j() -> None:
     with pytest.raises(LocalProtocolError, match="Completed"):
         tx.send_response(respond(register, 200), 2.0)
     assert kinds(tx.handle_timer(33.2)) == ["Terminated"]
+
+
+@pytest.mark.parametrize("reliable", [False, True])
+def test_direct_non_invite_server_transitions_give_what_the_tables_give(
+    monkeypatch: pytest.MonkeyPatch, reliable: bool
+) -> None:
+    """The written-out transitions of the non-INVITE server (request in, final response out
+    over UDP, Timer J) against the table interpreter, step by step."""
+    assert transaction_module._DIRECT_NON_INVITE_SERVER  # the tables allow them today
+
+    def trace(direct: bool) -> list[object]:
+        monkeypatch.setattr(transaction_module, "_DIRECT_NON_INVITE_SERVER", direct)
+        table = TransactionTable()
+        register = request(REGISTER)
+        tx = ServerNonInviteTransaction(register, reliable=reliable)
+        table.add(tx)
+        steps: list[object] = [kinds(tx.start(0.0)), tx.state, tx.timers()]
+        out = tx.send_response(respond(register, 401), 1.0)
+        steps += [kinds(out), [s.data for s in sends(out)], tx.state, tx.timers()]
+        steps += [table.next_deadline(), len(table), tx.last_response is not None]
+        again = tx.receive_request(register, 2.0) if not tx.terminated else []
+        steps += [[(s.data, s.retransmission) for s in sends(again)]]
+        steps += [kinds(table.handle_timer(40.0)), tx.state, len(table), table.next_deadline()]
+        return steps
+
+    assert trace(True) == trace(False)
 
 
 def test_non_invite_server_reliable_terminates_on_final() -> None:

@@ -376,3 +376,24 @@ def test_long_inputs_are_linear(text: str) -> None:
     with contextlib.suppress(SipParseError):
         parse_via(text)
     assert time.process_time() - started < 1.0
+
+
+_PARAM_NAMES = st.sampled_from(["branch", "rport", "Rport", "received", "RECEIVED", "ttl", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_PARAM_NAMES, st.none() | st.sampled_from(["1", "2", "10.0.0.1"])),
+             max_size=5),
+    st.booleans(),
+)
+def test_source_stamping_sets_params_as_set_param_would(
+    params: list[tuple[str, str | None]], with_rport: bool
+) -> None:
+    from edge.sip.grammar import set_param
+    from edge.sip.via import _stamped
+
+    expected = set_param(tuple(params), "received", "192.0.2.1")
+    if with_rport:
+        expected = set_param(expected, "rport", "4000")
+    assert _stamped(tuple(params), "192.0.2.1", "4000" if with_rport else None) == expected

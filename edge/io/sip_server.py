@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from edge.io.tokens import TokenSource
-from edge.pbx.security import LogThrottle
+from edge.pbx.security import ACCEPT, LogThrottle
 from edge.sip.endpoint import EndpointConfig, SipEndpoint
 from edge.sip.events import CloseConnection, Event, Peer, Transmit
 from edge.sip.message import Request, Response
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from edge.pbx.security import Admission
 
 TOKENS = TokenSource()  # one per process: tags, branches and Call-IDs
+_TIMER_GRID_S = 0.01  # see SipServer._arm_timer
 
 log = logging.getLogger("sdpbx.sip.io")
 
@@ -38,12 +40,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         server = self._server
-        admission = server.admission
-        if admission is not None and not admission.admit(addr[0], server._loop.time()):
+        now = server._loop.time()
+        admission = server._datagram_admission
+        if admission is not None and not admission.admit(addr[0], now):
             server.refused(addr[0], admission.last_refusal)
             return
         try:
-            server.endpoint.receive_datagram(data, (addr[0], addr[1]), server._loop.time())
+            server.endpoint.receive_datagram(data, (addr[0], addr[1]), now)
         except Exception:
             # A bug must cost one message, never the listener: uvloop closes a UDP transport
             # whose protocol raises.
@@ -109,6 +112,10 @@ class SipServer:
         self.endpoint = endpoint
         self.metrics = metrics
         self.admission = admission
+        # The admission as datagrams see it: None when it would let every datagram in.
+        self._datagram_admission = (
+            admission if admission is not None and admission.checks_datagrams else None
+        )
         # Under attack a refusal per packet must not become a log line per packet.
         self._refusal_log = LogThrottle(10.0, burst=3)
         self.on_event = on_event
@@ -152,7 +159,7 @@ class SipServer:
         )
         server = cls(endpoint, metrics, None, admission)
         server._config = config
-        if admission is not None:
+        if admission is not None and admission.checks_requests:
             endpoint.set_request_filter(server._check_request)
         metrics.on_scrape(server._report_transactions)
         return server
@@ -205,7 +212,7 @@ class SipServer:
     def _check_request(self, request: Request, peer: Peer, now: float) -> str | None:
         assert self.admission is not None
         verdict = self.admission.check_request(request, peer, now)
-        if verdict.accepted:
+        if verdict is ACCEPT or verdict.accepted:
             return None
         suppressed = self._refusal_log.allow(f"{verdict.reason}:{peer.address[0]}", now)
         if suppressed is not None:
@@ -291,6 +298,13 @@ class SipServer:
 
     def _arm_timer(self) -> None:
         when = self.endpoint.get_timer()
+        if when is not None:
+            # Fire on a 10 ms grid: under load thousands of transactions end every second
+            # (Timer J, 32 s after each answered REGISTER); deadlines that fall in the same
+            # 10 ms are then handled in one wake-up instead of one each. RFC 3261 timers are
+            # times to wait at least: 10 ms more is what a busy loop adds anyway.
+            slot = math.ceil(when / _TIMER_GRID_S) * _TIMER_GRID_S
+            when = slot if slot >= when else slot + _TIMER_GRID_S
         if when == self._timer_at:
             return
         if self._timer is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -179,31 +180,50 @@ class BindingCache:
 
 
 class KeyedLocks:
-    """One asyncio lock per key (an AOR's read-modify-write), dropped when nobody holds it."""
+    """One lock per key (an AOR's read-modify-write), existing only while someone holds it.
+
+    Nearly every acquisition finds its key free: that costs one dict entry and no lock object.
+    Only a second holder of a busy key waits, on a future, in arrival order; the holder's
+    release hands the key straight to the first waiter still waiting.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        # held key -> its waiters (None until a second holder turns up)
+        self._held: dict[str, deque[asyncio.Future[None]] | None] = {}
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._held)
 
     def hold(self, key: str) -> _Held:
         return _Held(self, key)
 
-    def _enter(self, key: str) -> asyncio.Lock:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = (asyncio.Lock(), [0])
-            self._locks[key] = entry
-        entry[1][0] += 1
-        return entry[0]
+    async def _acquire(self, key: str) -> None:
+        held = self._held
+        if key not in held:
+            held[key] = None
+            return
+        waiters = held[key]
+        if waiters is None:
+            waiters = held[key] = deque()
+        waiter = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release(key)  # the key was handed over as we were cancelled: pass it on
+            elif waiter in waiters:
+                waiters.remove(waiter)
+            raise
 
-    def _exit(self, key: str) -> None:
-        lock, users = self._locks[key]
-        lock.release()
-        users[0] -= 1
-        if users[0] == 0:
-            del self._locks[key]
+    def _release(self, key: str) -> None:
+        waiters = self._held[key]
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the key stays held, by that waiter now
+                return
+        del self._held[key]
 
 
 class _Held:
@@ -214,15 +234,11 @@ class _Held:
         self._key = key
 
     async def __aenter__(self) -> None:
-        lock = self._locks._enter(self._key)
-        try:
-            await lock.acquire()
-        except BaseException:
-            _lock, users = self._locks._locks[self._key]
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks._locks[self._key]
-            raise
+        held = self._locks._held
+        if self._key not in held:  # free: taken at once (what `_acquire` does first)
+            held[self._key] = None
+            return
+        await self._locks._acquire(self._key)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._locks._exit(self._key)
+        self._locks._release(self._key)

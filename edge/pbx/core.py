@@ -8,6 +8,7 @@ request and never the process. `SipTransport` is all a handler may do to the net
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
@@ -75,6 +76,7 @@ class PbxCore:
         self._on_other = on_other
         self._tasks: set[asyncio.Task[None]] = set()
         self._max_concurrent = max_concurrent
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once known
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -115,14 +117,18 @@ class PbxCore:
         except Exception:
             self._failed(event)
             return
-        task = asyncio.get_running_loop().create_task(
-            self._finish(_resume(coroutine, awaited), event)
-        )
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(self._finish(_resume(coroutine, awaited), event))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         # A task cancelled before its first step never resumes the handler: close it then,
         # so its `finally` blocks run (a no-op when it finished normally).
-        task.add_done_callback(lambda _: coroutine.close())
+        task.add_done_callback(functools.partial(self._done, coroutine))
+
+    def _done(self, coroutine: Coroutine[Any, Any, None], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        coroutine.close()
 
     async def _finish(self, rest: Awaitable[None], event: RequestReceived) -> None:
         try:

@@ -56,6 +56,7 @@ from edge.sip.uri import SipUri, Uri, parse_uri
 log = logging.getLogger("sdpbx.pbx.registrar")
 
 MAX_DELTA_SECONDS = 2**32 - 1  # RFC 3261 §20.19: larger values are taken as this
+_MAX_AORS = 65_536
 _USER_SAFE = "&=+$,;?/"  # RFC 3261 §25.1 user-unreserved: not escaped in a canonical AOR
 _MAX_USER_AGENT = 256
 
@@ -139,6 +140,9 @@ class Registrar:
         self.cache = BindingCache()
         self._locks = KeyedLocks()
         self._date: tuple[int, str] = (-1, "")
+        # To URI text -> its AOR key: a phone registers the same AOR again and again.
+        # Bounded; cleared whole when full.
+        self._aors: dict[str, str] = {}
 
     # ------------------------------------------------------------------ the handler
 
@@ -185,7 +189,14 @@ class Registrar:
             return self._reply(request, 404, "Not a SIP address-of-record")
         if to_uri.user is None:
             return self._reply(request, 400, "To URI has no user part")
-        aor = self.aor_for(to_uri)
+        to_text = str(to_uri)
+        aor = self._aors.get(to_text)
+        if aor is None:
+            aor = self.aor_for(to_uri)
+            if aor is not None:
+                if len(self._aors) >= _MAX_AORS:
+                    self._aors.clear()
+                self._aors[to_text] = aor
         if aor is None:
             return self._reply(request, 404, "Address-of-record not in a domain served here")
 
@@ -195,7 +206,7 @@ class Registrar:
             # §10.2.3: no Contact is a query; the 200 lists the current bindings.
             return self._ok(request, aor, await self._load(aor, now), now)
         contacts = [parse_contact(value) for value in values]
-        if "*" in contacts:
+        if any(type(contact) is str for contact in contacts):  # "*"
             if len(contacts) != 1 or expires_header != 0:
                 return self._reply(request, 400, "Contact * needs Expires: 0 and no other Contact")
             async with self._locks.hold(aor):
@@ -244,7 +255,9 @@ class Registrar:
     ) -> Response:
         call_id = request.call_id
         cseq = request.cseq.seq
-        before = await self._load(aor, now)
+        before = self._cached(aor, now)
+        if before is None:
+            before = await self._load(aor, now)
         current = list(before)
         puts: list[LiveBinding] = []
         removed: list[Binding] = []
@@ -363,6 +376,13 @@ class Registrar:
             extra={"aor": aor, "call_id": existing.call_id, "cseq": existing.cseq},
         )
         return self._reply(request, 500, "Out-of-order CSeq for this Call-ID")
+
+    def _cached(self, aor: str, now: float) -> list[LiveBinding] | None:
+        """`_load` when it needs no store read (this edge holds the AOR); else None."""
+        cached = self.cache.get(aor)
+        if cached is not None and self._authoritative:
+            return [live for live in cached if live.binding.expires_at > now]
+        return None
 
     async def _load(self, aor: str, now: float) -> list[LiveBinding]:
         """The AOR's unexpired bindings: from memory when this edge holds the AOR, else from
@@ -519,7 +539,9 @@ def _outbound_params(contact: NameAddr) -> tuple[str, int | None]:
     return instance or "", reg_id
 
 
-def _ordered(bindings: Iterable[LiveBinding]) -> list[LiveBinding]:
+def _ordered(bindings: Sequence[LiveBinding]) -> list[LiveBinding]:
+    if len(bindings) < 2:
+        return list(bindings)
     return sorted(
         bindings, key=lambda live: (-live.binding.q, -live.binding.registered_at)
     )

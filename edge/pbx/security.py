@@ -342,7 +342,7 @@ class ScannerFilter:
     """Known SIP scanners by User-Agent substring, case-insensitive (`friendly-scanner`,
     `sipvicious`, ...). One precompiled alternation: a single regex search per request."""
 
-    __slots__ = ("_pattern", "substrings")
+    __slots__ = ("_pattern", "_seen", "substrings")
 
     def __init__(self, substrings: Iterable[str]) -> None:
         self.substrings = tuple(s for s in substrings if s)
@@ -350,11 +350,20 @@ class ScannerFilter:
             re.compile("|".join(re.escape(s) for s in self.substrings), re.IGNORECASE)
             if self.substrings else None
         )
+        # User-Agent -> verdict: a phone sends the same one every time, and a case-insensitive
+        # search costs more than a lookup. Bounded (cleared when full): the text is the peer's.
+        self._seen: dict[str, bool] = {}
 
     def is_scanner(self, user_agent: str | None) -> bool:
         if not user_agent or self._pattern is None:
             return False
-        return self._pattern.search(user_agent) is not None
+        verdict = self._seen.get(user_agent)
+        if verdict is None:
+            verdict = self._pattern.search(user_agent) is not None
+            if len(self._seen) >= 4096:
+                self._seen.clear()
+            self._seen[user_agent] = verdict
+        return verdict
 
 
 # --- admission ------------------------------------------------------------------------------
@@ -410,6 +419,18 @@ class Admission:
         self._scanners = scanners if scanners is not None and scanners.substrings else None
         self.refused: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.last_refusal = ""
+
+    @property
+    def checks_datagrams(self) -> bool:
+        """False when `admit` lets everything in (no ACL, no drop of blocked sources, no rate
+        limit): the transport may then skip it."""
+        return self._acl is not None or self._guard is not None or self._limiter is not None
+
+    @property
+    def checks_requests(self) -> bool:
+        """False when `check_request` accepts every request (no scanner list, no drop of
+        blocked sources): the transport may then skip it."""
+        return self._scanners is not None or self._guard is not None
 
     def refusal(self, ip: str, now: float) -> str | None:
         """The reason to drop a datagram from `ip` unparsed, or None to let it in."""

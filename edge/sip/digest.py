@@ -71,10 +71,23 @@ _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _SCHEME_RE = re.compile(f"{_LWS}({_TOKEN})")
 # auth-param = token EQUAL ( token / quoted-string ); a liberal unquoted value (any run without
 # whitespace, comma or quote) is accepted too: phones send uri=sip:... and base64 nonces bare.
+# (The quoted-string is written as runs of plain characters between quoted-pairs: one
+# character class per run instead of an alternation per character, several times faster.)
+_QUOTED_CONTENT = '[^"\\\\]*+(?:\\\\.[^"\\\\]*+)*+'
 _PARAM_RE = re.compile(
-    f'{_LWS}({_TOKEN}){_LWS}={_LWS}(?:"((?:[^"\\\\]|\\\\.)*)"|([^\\s,"]+)){_LWS}', re.S
+    f'{_LWS}({_TOKEN}){_LWS}={_LWS}(?:"({_QUOTED_CONTENT})"|([^\\s,"]+)){_LWS}', re.S
 )
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+# The whole `scheme [params]` value at once, for the fast path of `_parse_auth_params`: the same
+# grammar as its loop (separators are runs of SP, HTAB and commas, a comma between params), so
+# that when this matches, `findall` of one param at a time yields exactly the loop's params.
+_ONE_PARAM = f'({_TOKEN}){_LWS}={_LWS}(?:"({_QUOTED_CONTENT})"|([^\\s,"]++)){_LWS}'
+_ONE_PARAM_RE = re.compile(_ONE_PARAM, re.S)
+_AUTH_VALUE_RE = re.compile(
+    f"{_LWS}{_TOKEN}[ \t][ \t,]*+"
+    f"{_ONE_PARAM}(?:,[ \t,]*+{_ONE_PARAM})*+(?:,[ \t,]*+)?+",
+    re.S,
+)
 
 
 def canonical_algorithm(name: str | None) -> str:
@@ -124,6 +137,8 @@ def _parse_auth_params(value: str, what: str) -> tuple[dict[str, str], list[tupl
     if scheme.lower() != "digest":
         raise UnsupportedSchemeError(scheme, 401 if what == "credentials" else 400)
     pos = scheme_match.end()
+    if _AUTH_VALUE_RE.fullmatch(value) is not None:
+        return _fast_auth_params(value, pos, what)
     end = len(value)
     if pos < end and value[pos] not in " \t":
         raise SipParseError(f"malformed {what}: expected whitespace after {scheme!r}")
@@ -153,6 +168,28 @@ def _parse_auth_params(value: str, what: str) -> tuple[dict[str, str], list[tupl
             raise SipParseError(f"malformed {what}: expected ',' after parameter {name!r}")
     if not ordered:
         raise SipParseError(f"malformed {what}: Digest without parameters")
+    return params, ordered
+
+
+def _fast_auth_params(
+    value: str, pos: int, what: str
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """`_parse_auth_params` for a value `_AUTH_VALUE_RE` accepted (params from `pos`)."""
+    params: dict[str, str] = {}
+    ordered: list[tuple[str, str]] = []
+    for name, quoted, bare in _ONE_PARAM_RE.findall(value, pos):
+        # A bare value has at least one character: an empty one was quoted ("").
+        if bare:
+            param_value = bare
+        elif "\\" in quoted:
+            param_value = _QUOTED_PAIR_RE.sub(r"\1", quoted)
+        else:
+            param_value = quoted
+        key = name.lower()
+        if key in params:
+            raise SipParseError(f"malformed {what}: duplicate parameter {name!r}")
+        params[key] = param_value
+        ordered.append((name, param_value))
     return params, ordered
 
 
@@ -305,7 +342,11 @@ def parse_credentials(value: str) -> DigestCredentials:
         opaque=params.get("opaque"),
         qop=params.get("qop"),
         nc=params.get("nc"),
-        params=tuple((n, v) for n, v in ordered if n.lower() not in _CREDENTIALS_KNOWN),
+        params=(
+            ()  # the usual case: nothing but the known parameters
+            if params.keys() <= _CREDENTIALS_KNOWN
+            else tuple((n, v) for n, v in ordered if n.lower() not in _CREDENTIALS_KNOWN)
+        ),
     )
 
 

@@ -49,17 +49,25 @@ from edge.sip.transaction import (
     DeliverResponse,
     SendMessage,
     ServerTransaction,
+    State,
     TimedOut,
     TransactionOutput,
     TransactionTable,
     TransportFailed,
     client_transaction,
+    server_key,
     server_transaction,
 )
 from edge.sip.uri import SipUri, TelUri
 from edge.sip.via import Via
 
 log = logging.getLogger("sdpbx.sip")
+
+# `_check_request`'s answer for a request that may proceed (never modified).
+_PROCEED: tuple[int, str, list[tuple[str, str]]] = (0, "", [])
+
+# Source addresses whose `Peer` is kept for reuse (cleared whole when full: a bound, not an LRU).
+_MAX_UDP_PEERS = 4096
 
 # Methods the endpoint itself always processes (RFC 3261 §17: ACK and CANCEL are handled at the
 # transaction layer; OPTIONS is answered by the core, §11.2).
@@ -138,6 +146,7 @@ class SipEndpoint:
         self._outputs: list[Output] = []
         self._events: deque[Event] = deque()
         self._connections: dict[int, _Connection] = {}
+        self._udp_peers: dict[Address, Peer] = {}
         self._timer_config = TimerConfig(t1=self.config.t1, t2=self.config.t2, t4=self.config.t4)
         self._transactions = TransactionTable()
         self.local_udp: Address | None = None
@@ -159,9 +168,16 @@ class SipEndpoint:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """One UDP datagram: exactly one message (RFC 3261 §18.3), or a keep-alive."""
-        if not data.strip(b"\r\n"):
+        if data[:1] in (b"\r", b"\n", b"") and not data.strip(b"\r\n"):
             return  # CRLF keep-alive over UDP: nothing to answer
-        peer = Peer(transport="UDP", address=addr)
+        # Peers are frozen: one per source address serves all its datagrams (and the
+        # transactions that keep it), instead of a new object each time.
+        peer = self._udp_peers.get(addr)
+        if peer is None:
+            peer = Peer(transport="UDP", address=addr)
+            if len(self._udp_peers) >= _MAX_UDP_PEERS:
+                self._udp_peers.clear()
+            self._udp_peers[addr] = peer
         if len(data) > self.config.max_message_size:
             self._reject_unparsed(data, peer, "message too large", 513)
             return
@@ -228,6 +244,12 @@ class SipEndpoint:
             log.info("response %d for a finished transaction not sent", response.status)
             return
         self._process(transaction.send_response(response, now), now)
+        if transaction.state is State.COMPLETED and not transaction.FOR_INVITE:
+            # A non-INVITE server transaction now only absorbs retransmissions for Timer J
+            # (32 s on UDP): thousands of them stay alive under load. Their request's parsed
+            # headers are not needed any more (the response destination is kept): fewer live
+            # objects for the cyclic GC to walk.
+            transaction.request.forget_parsed()
 
     def abandon(self, transaction_id: int) -> None:
         """Forget a server transaction without answering it: the TU chose silence (RFC 3261
@@ -295,11 +317,13 @@ class SipEndpoint:
             self._drop(peer, "stray_response", "response matches no transaction")
 
     def _receive_request(self, request: Request, peer: Peer, now: float) -> None:
+        transactions = self._transactions
         try:
             validate_request(request)
             self._stamp_via(request, peer)
             # Retransmissions and ACKs to our final responses belong to their transactions.
-            transaction = self._transactions.find_server(request)
+            key = server_key(request)
+            transaction = transactions.find_server(request, key)
         except SipParseError as exc:
             self._reject_stateless(request, peer, exc.status, exc.reason)
             return
@@ -311,9 +335,9 @@ class SipEndpoint:
             self._events.append(RequestReceived(request=request, peer=peer, transaction_id=None))
             return
         transaction = server_transaction(
-            request, reliable=peer.reliable, config=self._timer_config, peer=peer
+            request, reliable=peer.reliable, config=self._timer_config, peer=peer, key=key
         )
-        self._transactions.add(transaction)
+        transactions.add(transaction)
         self._process(transaction.start(now), now)
 
     def _dispatch(self, transaction: ServerTransaction, request: Request, now: float) -> None:
@@ -361,19 +385,29 @@ class SipEndpoint:
         """RFC 3261 §8.2 checks in their order; (0, "", []) when the request may proceed."""
         if request.version != SIP_VERSION:
             return 505, "Version Not Supported", []
-        if request.method not in self._allow_set:
+        method = request.method
+        if method not in self._allow_set:
             return 501, "Not Implemented", [("Allow", self._allow)]  # §8.2.1
         uri = request.request_uri
-        if not isinstance(uri, SipUri | TelUri) or uri_scheme(uri) not in self.config.uri_schemes:
+        if type(uri) is SipUri:
+            scheme = uri.scheme
+        elif isinstance(uri, SipUri | TelUri):
+            scheme = uri_scheme(uri)
+        else:
+            scheme = ""
+        if scheme not in self.config.uri_schemes:
             return 416, "Unsupported URI Scheme", []  # §8.2.2.1
-        if request.method not in ("ACK", "CANCEL"):
-            unsupported = [
-                tag for tag in _option_tags(request.headers.get_all("Require"))
-                if tag not in self.config.supported
-            ]
-            if unsupported:
-                return 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))]  # §8.2.2.3
-        return 0, "", []
+        if method != "ACK" and method != "CANCEL":
+            required = request.headers.get_lines("Require")
+            if required:
+                unsupported = [
+                    tag for tag in _option_tags(request.headers.get_all("Require"))
+                    if tag not in self.config.supported
+                ]
+                if unsupported:
+                    # §8.2.2.3
+                    return 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))]
+        return _PROCEED
 
     def _options_response(self, request: Request) -> Response:
         """§11.2: what we can do, the same answer as to an INVITE capability query."""
@@ -406,9 +440,13 @@ class SipEndpoint:
 
     def _transaction_response_peer(self, request: Request, received_on: Peer) -> Peer:
         # The response's top Via is the request's stamped one, already parsed: use that.
-        if received_on.reliable:
+        if received_on.transport != "UDP":
             return received_on
-        return _via_destination(request.top_via)
+        address = _via_address(request.top_via)
+        # Usually the source itself (received + rport): share its Peer.
+        if address == received_on.address:
+            return received_on
+        return Peer(transport="UDP", address=address)
 
     def _reject_stateless(
         self, request: Request, peer: Peer, status: int, reason: str
@@ -458,7 +496,15 @@ class SipEndpoint:
                 assert isinstance(peer, Peer)
                 message = output.message
                 if isinstance(message, Response):
-                    peer = self._transaction_response_peer(output.transaction.request, peer)
+                    transaction = output.transaction
+                    assert isinstance(transaction, ServerTransaction)
+                    response_peer = transaction.response_peer
+                    if response_peer is None:
+                        response_peer = transaction.response_peer = (
+                            self._transaction_response_peer(transaction.request, peer)
+                        )
+                    assert isinstance(response_peer, Peer)
+                    peer = response_peer
                     self._observer.message_sent(peer.transport, "response")
                 else:
                     self._observer.message_sent(peer.transport, "request")
@@ -488,11 +534,15 @@ class SipEndpoint:
 def _via_destination(via: Via) -> Peer:
     """§18.2.2 for UDP: the `received` address (else sent-by host), at `rport` (RFC 3581 §4)
     when the client asked for it, else the sent-by port (default 5060)."""
+    return Peer(transport="UDP", address=_via_address(via))
+
+
+def _via_address(via: Via) -> Address:
     host = via.received or via.host.strip("[]")
     port = via.rport if isinstance(via.rport, int) and via.rport is not True else None
     if port is None:
         port = via.port or 5060
-    return Peer(transport="UDP", address=(host, port))
+    return host, port
 
 
 def uri_scheme(uri: SipUri | TelUri) -> str:

@@ -95,6 +95,7 @@ _QUOTED_PAIR_RE = re.compile(_QUOTED_PAIR)
 GEN_VALUE = f"(?:{QUOTED_STRING}|\\[[0-9A-Fa-f:.]++\\]|[{TOKEN_CLASS}:]++)"
 # generic-param = token [ EQUAL gen-value ], preceded by SEMI = SWS ";" SWS
 _PARAM_RE = re.compile(f"[ \\t]*+;[ \\t]*+({TOKEN})(?:[ \\t]*+=[ \\t]*+({GEN_VALUE}))?+[ \\t]*+")
+_SIMPLE_PARAMS_RE = re.compile(f"(?:;{TOKEN}(?:=[{TOKEN_CLASS}:]++)?+)*+")
 
 _SP_HTAB = " \t"
 
@@ -288,6 +289,14 @@ def parse_params(text: str, what: str = "malformed parameters") -> Params:
     """
     if not text:
         return ()
+    if _SIMPLE_PARAMS_RE.fullmatch(text) is not None:
+        # Nearly every parameter list (a tag, a branch): no LWS, no quoted or bracketed
+        # value. Such text splits at ";" and "=" exactly as the loop below would parse it.
+        simple: list[tuple[str, str | None]] = []
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            simple.append((name, value if eq else None))
+        return tuple(simple)
     params: list[tuple[str, str | None]] = []
     pos = 0
     end = len(text)
@@ -335,7 +344,7 @@ def _explain_value_error(name: str, after_name: str) -> str:
 
 def format_params(params: Iterable[tuple[str, str | None]]) -> str:
     """``;name=value;flag`` for `params` (values written as they are: quote them first)."""
-    return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params)
+    return "".join([f";{name}" if value is None else f";{name}={value}" for name, value in params])
 
 
 def param(params: Params, name: str) -> str | None:
@@ -392,6 +401,8 @@ def split_comma_list(value: str) -> list[str]:
     """
     if '"' not in value and "<" not in value:
         parts = value.split(",")
+    elif "," not in value and _ELEMENT_RE.fullmatch(value) is not None:
+        parts = [value]  # one element (a Contact, a Route...): what the loop below finds
     else:
         parts = []
         pos = 0
@@ -419,21 +430,33 @@ def excerpt(text: str, limit: int = 40) -> str:
 
 
 def bounded_memo(parse: Callable[[str], T], max_size: int) -> Callable[[str], T]:
-    """`parse` memoised by its text argument, keeping the newest `max_size` results.
+    """`parse` memoised by its text argument, keeping at most `max_size` results.
 
     For parsers of frozen values (URIs, name-addrs) that see the same text again and again (a
     phone's Request-URI, To and Contact on every request). Bounded, so hostile input cannot
     grow it; errors are not cached.
+
+    Two generations of `max_size / 2` entries: new results go to the young one, which becomes
+    the old one when full (the old one is dropped whole); a hit in the old generation moves
+    the value back to the young one. Every step is O(1): evicting the oldest key of one big
+    dict instead (``del cache[next(iter(cache))]``) makes CPython scan the holes left at the
+    front of the dict, thousands of slots per miss once the cache is full.
     """
-    cache: dict[str, T] = {}
+    half = max(1, max_size // 2)
+    young: dict[str, T] = {}
+    old: dict[str, T] = {}
 
     def memoised(text: str) -> T:
-        value = cache.get(text)
+        nonlocal young, old
+        value = young.get(text)
         if value is None:
-            value = parse(text)
-            if len(cache) >= max_size:
-                del cache[next(iter(cache))]
-            cache[text] = value
+            value = old.get(text)
+            if value is None:
+                value = parse(text)
+            if len(young) >= half:
+                old = young
+                young = {}
+            young[text] = value
         return value
 
     return memoised

@@ -8,7 +8,7 @@ headers of each message, so parsing all of them up front would be wasted work.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TypeVar, cast
+from typing import Any, TypeVar
 
 from edge.sip.grammar import split_comma_list
 
@@ -97,6 +97,21 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# Header names our code asks for -> whether the header is a comma-separated list.
+_IS_LIST: dict[str, bool] = {}
+
+# Memo name ("Via:top") -> lookup key of the header it is parsed from ("via"), and back: the
+# memo names of each header, so that a change forgets exactly those. Names come from code only.
+_MEMO_KEYS: dict[str, str] = {}
+_MEMO_NAMES: dict[str, tuple[str, ...]] = {}
+
+
+def _register_memo(name: str) -> None:
+    key = lookup_key(name.partition(":")[0])
+    _MEMO_KEYS[name] = key
+    _MEMO_NAMES[key] = (*_MEMO_NAMES.get(key, ()), name)
+
+
 # Splitting a list header's value at top-level commas (§7.3.1): one implementation, the grammar's.
 split_list = split_comma_list
 
@@ -113,17 +128,25 @@ class Headers:
     def __init__(self, entries: list[tuple[str, str, str]] | None = None) -> None:
         # (lookup key, name as written, value)
         self._entries: list[tuple[str, str, str]] = entries if entries is not None else []
-        # Structures parsed from these headers (top Via, From...), dropped on any change.
-        self._parsed: dict[str, object] | None = None
+        # Structures parsed from these headers (top Via, From...), by memo name (see `memo`).
+        self._parsed: dict[str, Any] | None = None
 
     def memo(self, name: str, parse: Callable[[], T]) -> T:
-        """`parse()`, computed once until the headers change (a message's Via is read by the
-        transaction layer, the endpoint and the TU: parse it once)."""
+        """`parse()`, computed once until that header changes (a message's Via is read by the
+        transaction layer, the endpoint and the TU: parse it once).
+
+        `name` is the header the value is parsed from, optionally followed by ``:detail``
+        ("Via:top"): a change to that header forgets it, a change to another one does not.
+        """
         parsed = self._parsed
         if parsed is None:
             parsed = self._parsed = {}
-        elif name in parsed:
-            return cast(T, parsed[name])
+        else:
+            known: T | None = parsed.get(name)
+            if known is not None:
+                return known
+        if name not in _MEMO_KEYS:
+            _register_memo(name)
         value = parse()
         parsed[name] = value
         return value
@@ -156,8 +179,17 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of `name`; for list headers, comma-joined lines are split (§7.3.1)."""
         lines = self.get_lines(name)
-        if canonical_name(name) not in LIST_HEADERS:
+        if not lines:
             return lines
+        is_list = _IS_LIST.get(name)
+        if is_list is None:
+            is_list = canonical_name(name) in LIST_HEADERS
+            if len(_IS_LIST) < 1024:
+                _IS_LIST[name] = is_list
+        if not is_list:
+            return lines
+        if len(lines) == 1:
+            return split_comma_list(lines[0])
         values: list[str] = []
         for line in lines:
             values.extend(split_comma_list(line))
@@ -172,28 +204,63 @@ class Headers:
                 return True
         return False
 
+    def keys(self) -> list[str]:
+        """The lookup key of every line, in order."""
+        return [key for key, _, _ in self._entries]
+
+    def counts(self) -> dict[str, int]:
+        """How many lines each header has, by lookup key (one pass, for message checks)."""
+        counts: dict[str, int] = {}
+        get = counts.get
+        for key, _, _ in self._entries:
+            counts[key] = get(key, 0) + 1
+        return counts
+
+    def set_memo(self, name: str, value: object) -> None:
+        """Store `value` as what `memo(name, ...)` returns until that header changes (a caller
+        that changed a header and already has its parse)."""
+        if name not in _MEMO_KEYS:
+            _register_memo(name)
+        parsed = self._parsed
+        if parsed is None:
+            parsed = self._parsed = {}
+        parsed[name] = value
+
+    def forget_parsed(self) -> None:
+        """Drop every parsed value (they are parsed again if asked for): for a message that
+        is kept but rarely read again, such as a completed transaction's request."""
+        self._parsed = None
+
+    def _changed(self, key: str) -> None:
+        """Forget the parsed values of header `key` (see `memo`)."""
+        parsed = self._parsed
+        if parsed:
+            for name in _MEMO_NAMES.get(key, ()):
+                parsed.pop(name, None)
+
     def add(self, name: str, value: str) -> None:
         """Append a header line (after any others)."""
-        self._parsed = None
         forms = _ADD_FORMS.get(name)
         if forms is None:
             canonical = canonical_name(name)
             forms = (canonical.lower(), canonical)
             if len(_ADD_FORMS) < 1024:
                 _ADD_FORMS[name] = forms
+        if self._parsed:
+            self._changed(forms[0])
         self._entries.append((forms[0], forms[1], value))
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before all others (a proxy's new top Via or Record-Route)."""
-        self._parsed = None
         canonical = canonical_name(name)
+        self._changed(canonical.lower())
         self._entries.insert(0, (canonical.lower(), canonical, value))
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of `name` by one line, kept where the first one stood."""
-        self._parsed = None
         canonical = canonical_name(name)
         key = canonical.lower()
+        self._changed(key)
         for i, (entry_key, _, _) in enumerate(self._entries):
             if entry_key == key:
                 self._entries[i] = (key, canonical, value)
@@ -202,14 +269,14 @@ class Headers:
         self._entries.append((key, canonical, value))
 
     def remove(self, name: str) -> None:
-        self._parsed = None
         key = self.key(name)
+        self._changed(key)
         self._entries = [e for e in self._entries if e[0] != key]
 
     def remove_first(self, name: str) -> str | None:
         """Remove the first value of `name` (splitting a comma list line); return it."""
-        self._parsed = None
         key = self.key(name)
+        self._changed(key)
         for i, (entry_key, written, value) in enumerate(self._entries):
             if entry_key == key:
                 is_list = canonical_name(name) in LIST_HEADERS
@@ -223,12 +290,13 @@ class Headers:
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of `name` in place (a comma list line keeps its other values)."""
-        self._parsed = None
         key = self.key(name)
+        self._changed(key)
         for i, (entry_key, written, line) in enumerate(self._entries):
             if entry_key == key:
-                rest = split_comma_list(line)[1:] if canonical_name(name) in LIST_HEADERS else []
-                self._entries[i] = (entry_key, written, ", ".join([value, *rest]))
+                if "," in line and canonical_name(name) in LIST_HEADERS:
+                    value = ", ".join([value, *split_comma_list(line)[1:]])
+                self._entries[i] = (entry_key, written, value)
                 return
         self.add(name, value)
 

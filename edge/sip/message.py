@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from edge.sip.address import NameAddr, parse_name_addr
 from edge.sip.errors import SipParseError
 from edge.sip.grammar import split_comma_list
-from edge.sip.headers import Headers, canonical_name
+from edge.sip.headers import Headers, canonical_name, lookup_key
 from edge.sip.uri import SipUri, Uri, parse_uri
 from edge.sip.via import Via, parse_via
 
@@ -26,6 +26,11 @@ MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5: the sequence number is a 32-bit unsi
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _VERSION = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
+# Request methods in use (RFC 3261 and extensions): tokens, so no need to check them again.
+_METHODS = frozenset((
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+))
 
 REASON_PHRASES: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -69,7 +74,7 @@ class CSeq:
         seq = int(number)
         if seq > MAX_CSEQ:
             raise SipParseError("malformed CSeq: sequence number exceeds 2**32-1")
-        if not _TOKEN.fullmatch(method):
+        if method not in _METHODS and not _TOKEN.fullmatch(method):
             raise SipParseError("malformed CSeq: bad method")
         return cls(seq, method)
 
@@ -91,8 +96,16 @@ class _MessageBase:
             raise SipParseError("missing Call-ID header")
         return value
 
+    # The accessors below look in the headers' memo first, inline: each is read several times
+    # per message (transactions, endpoint, TU), and a hit should cost one dict lookup.
+
     @property
     def cseq(self) -> CSeq:
+        parsed = self.headers._parsed
+        if parsed is not None:
+            cseq: CSeq | None = parsed.get("CSeq")
+            if cseq is not None:
+                return cseq
         return self.headers.memo("CSeq", self._parse_cseq)
 
     def _parse_cseq(self) -> CSeq:
@@ -107,15 +120,23 @@ class _MessageBase:
         return self.headers.memo("Via", self._parse_vias)
 
     def _parse_vias(self) -> list[Via]:
-        values = self.headers.get_all("Via")
-        if not values:
+        lines = self.headers.get_lines("Via")
+        if not lines:
             return []
+        if len(lines) == 1 and "," not in lines[0]:
+            return [self.top_via]  # one Via value, the usual case: parsed once, shared
+        values = [value for line in lines for value in split_comma_list(line)]
         # The top one is usually parsed already (transactions match on it): reuse it.
         return [self.top_via, *(parse_via(value) for value in values[1:])]
 
     @property
     def top_via(self) -> Via:
         """The first Via value (the one transactions match on), parsed alone."""
+        parsed = self.headers._parsed
+        if parsed is not None:
+            via: Via | None = parsed.get("Via:top")
+            if via is not None:
+                return via
         return self.headers.memo("Via:top", self._parse_top_via)
 
     def _parse_top_via(self) -> Via:
@@ -127,11 +148,21 @@ class _MessageBase:
 
     def replace_top_via(self, via: Via) -> None:
         """Replace the top Via (a server stamping `received`/`rport`), keeping the parse."""
-        self.headers.replace_first("Via", str(via))
-        self.headers.memo("Via:top", lambda: via)
+        headers = self.headers
+        parsed = headers._parsed
+        vias = parsed.get("Via") if parsed else None
+        headers.replace_first("Via", str(via))
+        headers.set_memo("Via:top", via)
+        if isinstance(vias, list) and vias:
+            headers.set_memo("Via", [via, *vias[1:]])
 
     @property
     def from_addr(self) -> NameAddr:
+        parsed = self.headers._parsed
+        if parsed is not None:
+            address: NameAddr | None = parsed.get("From")
+            if address is not None:
+                return address
         return self.headers.memo("From", self._parse_from)
 
     def _parse_from(self) -> NameAddr:
@@ -142,6 +173,11 @@ class _MessageBase:
 
     @property
     def to_addr(self) -> NameAddr:
+        parsed = self.headers._parsed
+        if parsed is not None:
+            address: NameAddr | None = parsed.get("To")
+            if address is not None:
+                return address
         return self.headers.memo("To", self._parse_to)
 
     def _parse_to(self) -> NameAddr:
@@ -164,10 +200,15 @@ class _MessageBase:
     def _serialize(self, start_line: str) -> bytes:
         # Content-Length is always recomputed from the body, in place if the header was there.
         body = self.body
+        entries = self.headers._entries
+        lines = [f"{name}: {value}" for key, name, value in entries if key != "content-length"]
+        if len(lines) == len(entries):  # no Content-Length yet (any we build): it goes last
+            text = f"{start_line}\r\n{_CRLF.join(lines)}\r\nContent-Length: {len(body)}\r\n\r\n"
+            return text.encode("utf-8", "surrogateescape") + body
         lines = [start_line]
         has_length = False
-        for name, value in self.headers:
-            if name == "Content-Length" or name in ("l", "L") or name.lower() == "content-length":
+        for key, name, value in self.headers._entries:
+            if key == "content-length":  # also the compact "l", whatever its case
                 if not has_length:
                     lines.append(f"{name}: {len(body)}")
                     has_length = True
@@ -204,6 +245,12 @@ class Request(_MessageBase):
     def to_bytes(self) -> bytes:
         return self._serialize(f"{self.method} {self.uri} {self.version}")
 
+    def forget_parsed(self) -> None:
+        """Drop the parsed Request-URI and headers (parsed again when read): a request kept
+        only in case it is needed again holds fewer objects (see `Headers.forget_parsed`)."""
+        self._parsed_uri = None
+        self.headers.forget_parsed()
+
     def copy(self) -> Request:
         return Request(self.method, self.uri, self.headers.copy(), self.body, self.version)
 
@@ -239,8 +286,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     # §7.5: CRLFs before the start line are ignored (they are keep-alives on streams).
     start = 0
     length = len(data)
-    while start < length and data[start] in (13, 10):
-        start += 1
+    if data[:1] in (b"\r", b"\n"):
+        while start < length and data[start] in (13, 10):
+            start += 1
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         raise SipParseError("incomplete message: no empty line after the headers")
@@ -252,7 +300,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     start_line = lines[0]
     headers = _parse_header_lines(lines)
     message: Request | Response
-    if start_line.startswith("SIP/") or start_line[:4].upper() == "SIP/":
+    if start_line[:1] in ("S", "s") and start_line[:4].upper() == "SIP/":
         message = _parse_status_line(start_line, headers)
     else:
         message = _parse_request_line(start_line, headers)
@@ -297,28 +345,31 @@ def parse_message_head(data: bytes) -> Request | Response | None:
         return None
 
 
-# Header name as written -> lookup key, for names already seen: most messages repeat the same
-# few dozen spellings, so the token check and canonicalisation run once per spelling. Bounded,
-# since the names come from the wire.
-_NAME_KEYS: dict[str, str] = {}
-_NAME_KEYS_MAX = 4096
+# Header name as written -> (lookup key, that name), for names already seen: most messages
+# repeat the same few dozen spellings, so the token check and canonicalisation run once per
+# spelling, and every message shares one string per name (a header name costs no memory of
+# its own in the thousands of requests kept by transactions). Bounded: names come from the wire.
+_NAME_FORMS: dict[str, tuple[str, str]] = {}
+_NAME_FORMS_MAX = 4096
 
 
-def _header_key(name: str) -> str:
-    key = _NAME_KEYS.get(name)
-    if key is None:
+def _header_forms(name: str) -> tuple[str, str]:
+    forms = _NAME_FORMS.get(name)
+    if forms is None:
         if not _TOKEN.fullmatch(name):
             raise SipParseError("malformed header name")
-        key = canonical_name(name).lower()
-        if len(_NAME_KEYS) < _NAME_KEYS_MAX:
-            _NAME_KEYS[name] = key
-    return key
+        forms = (canonical_name(name).lower(), name)
+        if len(_NAME_FORMS) < _NAME_FORMS_MAX:
+            _NAME_FORMS[name] = forms
+    return forms
 
 
 def _parse_header_lines(lines: list[str]) -> Headers:
     entries: list[tuple[str, str, str]] = []
+    known = _NAME_FORMS
     for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
+        first = line[:1]
+        if first == " " or first == "\t":
             # §7.3.1: a line starting with whitespace continues the previous header value.
             if not entries:
                 raise SipParseError("header continuation line before any header")
@@ -330,8 +381,10 @@ def _parse_header_lines(lines: list[str]) -> Headers:
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError("malformed header line: no colon")
-        name = name.rstrip(" \t")
-        entries.append((_header_key(name), name, value.strip(" \t")))
+        forms = known.get(name)  # a name seen before is a token without trailing LWS
+        if forms is None:
+            forms = _header_forms(name.rstrip(" \t"))
+        entries.append((forms[0], forms[1], value.strip(" \t")))
     return Headers(entries)
 
 
@@ -340,13 +393,15 @@ def _parse_request_line(line: str, headers: Headers) -> Request:
     if len(parts) != 3:
         raise SipParseError("malformed Request-Line")
     method, uri, version = parts
-    if not _TOKEN.fullmatch(method):
+    if method not in _METHODS and not _TOKEN.fullmatch(method):
         raise SipParseError("malformed Request-Line: bad method")
     if not uri or "<" in uri or ">" in uri:
         raise SipParseError("malformed Request-URI")
-    if not _VERSION.fullmatch(version):
-        raise SipParseError("malformed Request-Line: bad SIP version")
-    return Request(method, uri, headers, b"", version.upper())
+    if version != SIP_VERSION:
+        if not _VERSION.fullmatch(version):
+            raise SipParseError("malformed Request-Line: bad SIP version")
+        version = version.upper()
+    return Request(method, uri, headers, b"", version)
 
 
 def _parse_status_line(line: str, headers: Headers) -> Response:
@@ -359,7 +414,14 @@ def _parse_status_line(line: str, headers: Headers) -> Response:
     return Response(int(code), reason, headers, b"", version.upper())
 
 
+_CRLF = "\r\n"
 _MANDATORY = ("To", "From", "CSeq", "Call-ID", "Via")
+_MANDATORY_KEYS = tuple((name, lookup_key(name)) for name in _MANDATORY)
+_MANDATORY_KEYSET = frozenset(key for _name, key in _MANDATORY_KEYS)
+_SINGLE_KEYS = tuple(
+    (name, lookup_key(name))
+    for name in ("To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Length")
+)
 
 
 def validate_request(request: Request) -> None:
@@ -369,13 +431,17 @@ def validate_request(request: Request) -> None:
     header, a CSeq method that disagrees with the Request-Line, or a Request-URI that does not
     parse. Max-Forwards is checked for syntax; its absence is tolerated (RFC 2543 peers).
     """
-    headers = request.headers
-    for name in _MANDATORY:
-        if name not in headers:
-            raise SipParseError(f"missing {name} header")
-    for name in ("To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Length"):
-        if len(headers.get_lines(name)) > 1:
-            raise SipParseError(f"more than one {name} header")
+    keys = request.headers.keys()
+    present = set(keys)
+    if not present.issuperset(_MANDATORY_KEYSET) or len(present) < len(keys):
+        # Something is missing or repeated (a repeated Via or Route is fine): which?
+        counts = request.headers.counts()
+        for name, key in _MANDATORY_KEYS:
+            if key not in counts:
+                raise SipParseError(f"missing {name} header")
+        for name, key in _SINGLE_KEYS:
+            if counts.get(key, 0) > 1:
+                raise SipParseError(f"more than one {name} header")
     cseq = request.cseq
     if cseq.method != request.method:
         raise SipParseError("CSeq method does not match the Request-Line")
@@ -415,30 +481,41 @@ def make_response(
     Via (all values, in order), From, Call-ID and CSeq are copied; To is copied and gets `to_tag`
     when it has none and the response is not a 100 (§8.2.6.2).
     """
-    src = request.headers
-    out = Headers()
-    for value in src.get_lines("Via"):
-        out.add("Via", value)
-    from_value = src.get("From")
+    # One pass over the request's headers: every Via line, the first From, To, Call-ID and
+    # CSeq (and Timestamp), written under their canonical names in that order.
+    vias: list[tuple[str, str, str]] = []
+    first: dict[str, str] = {}
+    for key, _, value in request.headers._entries:
+        if key == "via":
+            vias.append(("via", "Via", value))
+        elif key in _COPIED and key not in first:
+            first[key] = value
+    entries = vias
+    from_value = first.get("from")
     if from_value is not None:
-        out.add("From", from_value)
-    to_value = src.get("To")
+        entries.append(("from", "From", from_value))
+    to_value = first.get("to")
     if to_value is not None:
         if to_tag and status > 100 and _has_no_tag(request):
             to_value = f"{to_value};tag={to_tag}"
-        out.add("To", to_value)
-    call_id = src.get("Call-ID")
+        entries.append(("to", "To", to_value))
+    call_id = first.get("call-id")
     if call_id is not None:
-        out.add("Call-ID", call_id)
-    cseq = src.get("CSeq")
+        entries.append(("call-id", "Call-ID", call_id))
+    cseq = first.get("cseq")
     if cseq is not None:
-        out.add("CSeq", cseq)
-    if status == 100 and "Timestamp" in src:
+        entries.append(("cseq", "CSeq", cseq))
+    if status == 100 and "timestamp" in first:
         # §8.2.6.1: a 100 Trying copies the Timestamp header.
-        out.add("Timestamp", src.get("Timestamp") or "")
+        entries.append(("timestamp", "Timestamp", first["timestamp"]))
+    out = Headers(entries)
     for name, value in headers or ():
         out.add(name, value)
     return Response(status, reason or REASON_PHRASES.get(status, ""), out, body)
+
+
+# Headers a response copies from its request besides Via (RFC 3261 §8.2.6.2, §8.2.6.1).
+_COPIED = frozenset(("from", "to", "call-id", "cseq", "timestamp"))
 
 
 def _has_no_tag(request: Request) -> bool:

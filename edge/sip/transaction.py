@@ -29,7 +29,7 @@ from edge.sip.errors import LocalProtocolError
 from edge.sip.grammar import host_key
 from edge.sip.headers import Headers
 from edge.sip.message import Request, Response, make_response
-from edge.sip.timers import Timer, TimerConfig, first_interval
+from edge.sip.timers import FIRST_INTERVAL, Timer, TimerConfig, first_interval
 from edge.sip.via import MAGIC_COOKIE, Via
 
 
@@ -296,6 +296,11 @@ BACKOFF: dict[tuple[State, Timer], Backoff] = {
 }
 
 
+# The timers whose next interval depends on the previous one (read only by BACKOFF).
+_BACKOFF_TIMERS = frozenset(timer for _state, timer in BACKOFF)
+_NO_INTERVALS: dict[Timer, float] = {}  # shared, never written: see Transaction._arm
+
+
 # ------------------------------------------------------------------------------------- outputs
 
 
@@ -539,7 +544,9 @@ class Transaction:
         self.state = State.INITIAL
         self.id = 0
         self._timers: dict[Timer, float] = {}  # running timer -> deadline
-        self._intervals: dict[Timer, float] = {}  # timer -> the interval it was last armed with
+        # retransmission timer -> the interval it was last armed with (made on first use: most
+        # transactions never retransmit, and thousands of them live for Timer J's 32 s)
+        self._intervals: dict[Timer, float] = _NO_INTERVALS
         self._table: TransactionTable | None = None
 
     def __repr__(self) -> str:
@@ -575,7 +582,8 @@ class Transaction:
         out: list[TransactionOutput] = []
         self._step(event, now, message, out)
         # Zero-length timers (D, I, J, K on reliable transports) fire within the same call.
-        self._fire_due(now, out)
+        if self._timers:
+            self._fire_due(now, out)
         return out
 
     def _step(
@@ -613,8 +621,9 @@ class Transaction:
 
     def _enter(self, state: State, now: float) -> None:
         running = self.TIMERS.get(state, ())
-        for timer in [t for t in self._timers if t not in running]:
-            del self._timers[timer]
+        if self._timers:
+            for timer in [t for t in self._timers if t not in running]:
+                del self._timers[timer]
         for timer in running:
             if timer not in self._timers:
                 interval = first_interval(timer, self.config, reliable=self.reliable)
@@ -624,7 +633,11 @@ class Transaction:
     def _arm(self, timer: Timer, now: float, interval: float) -> None:
         deadline = now + interval
         self._timers[timer] = deadline
-        self._intervals[timer] = interval
+        if timer in _BACKOFF_TIMERS:
+            intervals = self._intervals
+            if intervals is _NO_INTERVALS:
+                intervals = self._intervals = {}
+            intervals[timer] = interval
         if self._table is not None:
             self._table._schedule(self, deadline)
 
@@ -784,9 +797,13 @@ class ClientNonInviteTransaction(ClientTransaction):
 
 
 class ServerTransaction(Transaction):
-    """A server transaction: receives a request, sends the TU's responses (§17.2)."""
+    """A server transaction: receives a request, sends the TU's responses (§17.2).
 
-    __slots__ = ("_last_data", "last_response")
+    `key` may be given when the caller computed `server_key(request)` already (the endpoint
+    looked for a matching transaction first). `response_peer`, like `peer`, is the endpoint's:
+    where its responses go (RFC 3261 §18.2.2), found once."""
+
+    __slots__ = ("_last_data", "last_response", "response_peer")
 
     def __init__(
         self,
@@ -795,11 +812,13 @@ class ServerTransaction(Transaction):
         reliable: bool,
         config: TimerConfig | None = None,
         peer: object = None,
+        key: TransactionKey | None = None,
     ) -> None:
         super().__init__(
-            request, server_key(request), reliable=reliable, config=config, peer=peer
+            request, key or server_key(request), reliable=reliable, config=config, peer=peer
         )
         self.last_response: Response | None = None
+        self.response_peer: object = None
         self._last_data = b""
 
     def start(self, now: float) -> list[TransactionOutput]:
@@ -888,8 +907,9 @@ class ServerInviteTransaction(ServerTransaction):
         reliable: bool,
         config: TimerConfig | None = None,
         peer: object = None,
+        key: TransactionKey | None = None,
     ) -> None:
-        super().__init__(request, reliable=reliable, config=config, peer=peer)
+        super().__init__(request, reliable=reliable, config=config, peer=peer, key=key)
         # The To tag of our final response: an RFC 2543 ACK is matched on it (§17.2.3).
         self.response_to_tag: str | None = None
 
@@ -905,7 +925,12 @@ class ServerInviteTransaction(ServerTransaction):
 
 
 class ServerNonInviteTransaction(ServerTransaction):
-    """Non-INVITE server transaction (RFC 3261 §17.2.2): Timer J."""
+    """Non-INVITE server transaction (RFC 3261 §17.2.2): Timer J.
+
+    Its two common transitions (the request arrives; the TU's final response goes out over
+    UDP) are also written out directly: one of each per REGISTER, OPTIONS or BYE. They do what
+    the tables say, and are used only while the tables say it (`_DIRECT_NON_INVITE_SERVER`).
+    """
 
     __slots__ = ()
 
@@ -913,6 +938,64 @@ class ServerNonInviteTransaction(ServerTransaction):
     FOR_INVITE = False
     TABLE = SERVER_NON_INVITE
     TIMERS = SERVER_NON_INVITE_TIMERS
+
+    def start(self, now: float) -> list[TransactionOutput]:
+        if self.state is State.INITIAL and _DIRECT_NON_INVITE_SERVER:
+            # Initial --request--> Trying: pass it to the TU; no timer runs in Trying.
+            self.state = State.TRYING
+            return [DeliverRequest(transaction=self, request=self.request)]
+        return super().start(now)
+
+    def send_response(self, response: Response, now: float) -> list[TransactionOutput]:
+        state = self.state
+        if (
+            (state is State.TRYING or state is State.PROCEEDING)
+            and 200 <= response.status <= 699
+            and not self.reliable
+            and _DIRECT_NON_INVITE_SERVER
+        ):
+            # Trying/Proceeding --final response--> Completed: send it, start Timer J (no
+            # timer runs before; J is 64*T1 > 0 over UDP, so nothing fires now).
+            self.last_response = response
+            data = self._last_data = response.to_bytes()
+            self.state = State.COMPLETED
+            self._arm(Timer.J, now, _TIMER_J(self.config))  # runs over UDP (not reliable)
+            return [SendMessage(transaction=self, message=response, data=data)]
+        return super().send_response(response, now)
+
+    def _fire_due(self, now: float, out: list[TransactionOutput]) -> None:
+        timers = self._timers
+        if self.state is State.COMPLETED and len(timers) == 1 and _DIRECT_NON_INVITE_SERVER:
+            deadline = timers.get(Timer.J)
+            if deadline is not None and deadline <= now:
+                # Completed --Timer J--> Terminated: the retransmission window is over.
+                timers.clear()
+                self.state = State.TERMINATED
+                out.append(Terminated(transaction=self))
+                if self._table is not None:
+                    self._table._forget(self)
+                return
+        super()._fire_due(now, out)
+
+
+_TIMER_J = FIRST_INTERVAL[Timer.J]
+
+# The direct transitions of ServerNonInviteTransaction are what these tables say: checked here,
+# so that a change to the tables switches them off rather than making them wrong.
+_DIRECT_NON_INVITE_SERVER = (
+    SERVER_NON_INVITE[S.INITIAL] == {I.RECV_REQUEST: (S.TRYING, (A.DELIVER_REQUEST,))}
+    and all(
+        SERVER_NON_INVITE[state].get(event) == (S.COMPLETED, (A.SEND_RESPONSE,))
+        for state in (S.TRYING, S.PROCEEDING)
+        for event in (I.SEND_2XX, I.SEND_3XX_6XX)
+    )
+    and not SERVER_NON_INVITE_TIMERS.get(S.TRYING)
+    and not SERVER_NON_INVITE_TIMERS.get(S.PROCEEDING)
+    and SERVER_NON_INVITE_TIMERS.get(S.COMPLETED) == (Timer.J,)
+    and SERVER_NON_INVITE[S.COMPLETED].get(I.TIMER_J) == (S.TERMINATED, ())
+    and Timer.J not in _BACKOFF_TIMERS
+    and ServerTransaction._sent_final is ServerNonInviteTransaction._sent_final
+)
 
 
 def client_transaction(
@@ -925,12 +1008,22 @@ def client_transaction(
 
 
 def server_transaction(
-    request: Request, *, reliable: bool, config: TimerConfig | None = None, peer: object = None
+    request: Request,
+    *,
+    reliable: bool,
+    config: TimerConfig | None = None,
+    peer: object = None,
+    key: TransactionKey | None = None,
 ) -> ServerTransaction:
-    """The server transaction for a new request (never ACK, which matches its INVITE's)."""
+    """The server transaction for a new request (never ACK, which matches its INVITE's).
+    `key`: its `server_key`, when the caller has it already."""
     if request.method == "INVITE":
-        return ServerInviteTransaction(request, reliable=reliable, config=config, peer=peer)
-    return ServerNonInviteTransaction(request, reliable=reliable, config=config, peer=peer)
+        return ServerInviteTransaction(
+            request, reliable=reliable, config=config, peer=peer, key=key
+        )
+    return ServerNonInviteTransaction(
+        request, reliable=reliable, config=config, peer=peer, key=key
+    )
 
 
 # ------------------------------------------------------------------------------------- the table
@@ -987,9 +1080,13 @@ class TransactionTable:
     def by_id(self, transaction_id: int) -> Transaction | None:
         return self._by_id.get(transaction_id)
 
-    def find_server(self, request: Request) -> ServerTransaction | None:
-        """The server transaction a received request (a retransmission, or an ACK) belongs to."""
-        key = server_key(request)
+    def find_server(
+        self, request: Request, key: TransactionKey | None = None
+    ) -> ServerTransaction | None:
+        """The server transaction a received request (a retransmission, or an ACK) belongs to.
+        `key`: its `server_key`, when the caller has it already."""
+        if key is None:
+            key = server_key(request)
         found = self._by_key.get(key)
         if found is None and key.legacy is not None and request.method == "ACK":
             # RFC 2543 ACK: its To tag is the one our response added, while the INVITE was keyed
@@ -1036,7 +1133,7 @@ class TransactionTable:
         while heap and heap[0][0] <= now:
             deadline, _, transaction = heapq.heappop(heap)
             if transaction._table is self and transaction._has_deadline(deadline):
-                out.extend(transaction.handle_timer(now))
+                transaction._fire_due(now, out)  # what its handle_timer(now) does, in place
         return out
 
     # --- called by the transactions -------------------------------------------------------

@@ -128,10 +128,10 @@ class Via:
         asked for, and ``rport=port`` when it was asked for."""
         host = host.strip("[]")
         if self.rport is not None:
-            params = set_param(set_param(self.params, "received", host), "rport", str(port))
+            params = _stamped(self.params, host, str(port))
             rport: int | bool | None = port
         elif host_key(self.host) != host_key(host):
-            params = set_param(self.params, "received", host)
+            params = _stamped(self.params, host, None)
             rport = self.rport
         else:
             return self
@@ -186,7 +186,7 @@ def _scan_params(params: Params) -> tuple[str | None, str | None, int | bool | N
     branch = received = None
     rport: int | bool | None = None
     for name, value in params:
-        lowered = name.lower()
+        lowered = name if name == "branch" else name.lower()
         if lowered == "branch":
             if value is None or not is_token(value):
                 raise SipParseError(f"{_WHAT}: branch must be a token")
@@ -215,6 +215,32 @@ def _scan_params(params: Params) -> tuple[str | None, str | None, int | bool | N
 
 _COPIED_FIELDS = ("transport", "host", "port", "protocol_name", "protocol_version", "_head",
                   "branch")
+
+
+def _stamped(params: Params, received: str, rport: str | None) -> Params:
+    """`params` with ``received`` set and, when `rport` is given, ``rport`` set: what
+    ``set_param(set_param(params, "received", ...), "rport", ...)`` gives, in one pass (this
+    runs for every request received)."""
+    out: list[tuple[str, str | None]] = []
+    has_received = has_rport = False
+    for key, value in params:
+        lowered = key if key == "branch" else key.lower()
+        if lowered == "received":
+            if not has_received:
+                out.append((key, received))
+                has_received = True
+        elif lowered == "rport" and rport is not None:
+            if not has_rport:
+                out.append((key, rport))
+                has_rport = True
+        else:
+            out.append((key, value))
+    if not has_received:
+        out.append(("received", received))
+    if rport is not None and not has_rport:
+        out.append(("rport", rport))
+    return tuple(out)
+
 
 
 def parse_via(value: str) -> Via:

@@ -137,6 +137,29 @@ def test_nonce_refuses_tampering_other_realms_other_secrets_and_odd_spellings() 
     assert nonces.check(nonces.issue("pbx.test", T0 + 10), "pbx.test", T0)[0] == "fresh"
 
 
+def test_nonces_without_an_injected_source_are_all_different_and_check() -> None:
+    # The default random source reads the kernel's CSPRNG in blocks: more than a block's
+    # worth of nonces, each with its own 8 random bytes, each valid.
+    nonces = StatelessNonces(SECRET, 300)
+    issued = [nonces.issue("pbx.test", T0) for _ in range(1500)]
+    assert len(set(issued)) == len(issued)
+    randoms = {base64.urlsafe_b64decode(nonce + "=")[8:16] for nonce in issued}
+    assert len(randoms) == len(issued)
+    assert all(nonces.check(nonce, "pbx.test", T0) == ("fresh", T0) for nonce in issued)
+
+
+def test_nonce_format_is_the_documented_hmac() -> None:
+    # Edges sharing the secret (and other versions of this one) must agree on the bytes.
+    import hashlib
+    import hmac
+
+    nonces = StatelessNonces(SECRET, 300, random_bytes=lambda n: bytes(range(n)))
+    raw = base64.urlsafe_b64decode(nonces.issue("pbx.test", T0) + "=")
+    body = int(T0).to_bytes(8, "big") + bytes(range(8))
+    mac = hmac.digest(SECRET, b"sdpbx-nonce-1" + body + b"pbx.test", hashlib.sha256)[:16]
+    assert raw == body + mac
+
+
 def test_nonce_secret_is_derived_or_random() -> None:
     assert nonce_secret("master") == nonce_secret(b"master")
     assert len(nonce_secret("master")) == 32

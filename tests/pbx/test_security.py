@@ -388,6 +388,30 @@ def test_default_admission_admits_everything() -> None:
     assert admission.check_request(request("friendly-scanner"), PEER, 0).accepted
 
 
+def test_admission_says_which_checks_can_refuse_anything() -> None:
+    # The transport skips a check that cannot refuse (the default configuration's cost).
+    quiet = Admission(acl=AccessList([]), limiter=RateLimiter(0, 1),
+                      guard=BruteForceGuard(1, 1, 1), scanners=ScannerFilter([]))
+    assert not quiet.checks_datagrams and not quiet.checks_requests
+    assert Admission(acl=AccessList(["deny all"])).checks_datagrams
+    assert Admission(limiter=RateLimiter(1, 1)).checks_datagrams
+    blocking = Admission(guard=BruteForceGuard(1, 1, 1), drop_blocked=True)
+    assert blocking.checks_datagrams and blocking.checks_requests
+    scanning = Admission(scanners=ScannerFilter(DEFAULT_SCANNERS))
+    assert scanning.checks_requests and not scanning.checks_datagrams
+
+
+def test_scanner_verdicts_are_remembered_and_bounded() -> None:
+    scanners = ScannerFilter(DEFAULT_SCANNERS)
+    for _ in range(2):
+        assert scanners.is_scanner("friendly-scanner")
+        assert not scanners.is_scanner("MicroSIP/3.21")
+    for n in range(10_000):
+        assert not scanners.is_scanner(f"phone {n}")
+    assert len(scanners._seen) <= 4096
+    assert scanners.is_scanner("sipvicious 0.3")
+
+
 def test_admit_cost_note() -> None:
     """Not a timed assertion: prints the per-call cost (run with `-s`) for the module note."""
     default = Admission()
