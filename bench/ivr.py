@@ -51,6 +51,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+from rtp_relay import ProcessGroup  # noqa: E402
+
 from edge.media import g711  # noqa: E402
 from edge.media.audio import decode_wav, tone  # noqa: E402
 from edge.rtp.dtmf import DtmfSender  # noqa: E402
@@ -381,38 +384,15 @@ def last_json(text: str) -> dict[str, Any]:
     return {}
 
 
-class Runner:
+class Runner(ProcessGroup):
+    """The benchmark's processes (the relay runner's pinning and stopping) and its options."""
+
     def __init__(self, pin: bool, realtime: bool = False, no_inband: bool = False,
                  gc_freeze: bool = False, record: bool = False) -> None:
+        super().__init__(pin, realtime)
         self.gc_freeze = gc_freeze
         self.record = record
-        self.pin = pin
-        self.realtime = realtime
         self.no_inband = no_inband
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, argv: list[str], cpu: int, stdin: bool = False) -> subprocess.Popen[str]:
-        if self.pin:
-            argv = ["taskset", "-c", str(cpu), *argv]
-        if self.realtime:
-            # SCHED_FIFO: on a shared machine, neighbours cannot preempt the media clock (the
-            # kernel's RT throttling still leaves them 5% of each core).
-            argv = ["chrt", "-f", "10", *argv]
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        while self.procs:
-            proc = self.procs.pop()
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
 
     def step(self, mode: str, calls: int, seconds: float, dtmf: str, tmp: str,
              profile: str | None = None) -> dict[str, Any]:

@@ -220,9 +220,11 @@ def free_udp_port() -> int:
         return port
 
 
-class Runner:
-    def __init__(self, udpgen: str, pin: bool, realtime: bool = False) -> None:
-        self.udpgen = udpgen
+class ProcessGroup:
+    """The benchmark's child processes: pinned to a CPU (taskset), optionally SCHED_FIFO, and
+    all stopped at the end (bench/ivr.py uses it too)."""
+
+    def __init__(self, pin: bool, realtime: bool = False) -> None:
         self.pin = pin
         self.realtime = realtime
         self.procs: list[subprocess.Popen[str]] = []
@@ -249,6 +251,12 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
+
+
+class Runner(ProcessGroup):
+    def __init__(self, udpgen: str, pin: bool, realtime: bool = False) -> None:
+        super().__init__(pin, realtime)
+        self.udpgen = udpgen
 
     def step(self, mode: str, sessions: int, seconds: float, tmp: str) -> dict[str, Any]:
         sink_port = free_udp_port()
