@@ -76,7 +76,7 @@ def test_hangup_command_ends_the_call_on_the_wire(tmp_path: Path) -> None:
     assert cdr["hangupReason"] == "bySystem" and cdr["status"] == "completed"
 
 
-def _scenario_with_media_port(tmp: Path, name: str, port: int) -> Path:
+def scenario_with_media_port(tmp: Path, name: str, port: int) -> Path:
     text = (SCENARIOS / name).read_text().replace("[media_port]", str(port))
     path = tmp / f"{port}-{name}"
     path.write_text(text)
@@ -93,12 +93,12 @@ def _relay_port(log: Path, direction: str) -> int:
     raise AssertionError(f"no SDP {direction} in {log}")
 
 
-def _rtp(seq: int) -> bytes:
+def rtp_packet(seq: int) -> bytes:
     return bytes([0x80, 0, seq >> 8, seq & 0xFF]) + (seq * 160).to_bytes(4, "big") \
         + b"\x11\x22\x33\x44" + b"\xff" * 160
 
 
-def _received(sock: socket.socket) -> int:
+def drain(sock: socket.socket) -> int:
     count = 0
     while True:
         try:
@@ -119,12 +119,12 @@ def test_mute_stops_the_media_of_one_party(tmp_path: Path) -> None:
         config = pbx_config(tmp_path, trunk_config(port))
         with running_edge(tmp_path, config_text=config) as edge:
             callee = Sipp(tmp_path, "uas", [
-                "-sf", str(_scenario_with_media_port(
+                "-sf", str(scenario_with_media_port(
                     tmp_path, "uas_answer.xml", callee_media.getsockname()[1])),
                 "-p", str(port), "-mp", str(free_udp_port())])
             time.sleep(0.3)
             caller = Sipp(tmp_path, "uac", [
-                "-sf", str(_scenario_with_media_port(
+                "-sf", str(scenario_with_media_port(
                     tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
                 f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
                 "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
@@ -133,10 +133,10 @@ def test_mute_stops_the_media_of_one_party(tmp_path: Path) -> None:
 
             def burst(first: int) -> int:
                 for seq in range(first, first + 20):
-                    caller_media.sendto(_rtp(seq), ("127.0.0.1", relay_a))
+                    caller_media.sendto(rtp_packet(seq), ("127.0.0.1", relay_a))
                     time.sleep(0.005)
                 time.sleep(0.2)
-                return _received(callee_media)
+                return drain(callee_media)
 
             assert burst(1) == 20  # relayed to the callee
             assert command(edge, call_id, {"action": "mute", "leg": "caller"}).status_code == 200
@@ -284,11 +284,11 @@ def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path) -> Non
         with running_edge(tmp_path, config_text=config) as edge:
             first = uas(tmp_path, "uas_answer.xml", first_port)  # gets the BYE
             second = Sipp(tmp_path, "second", [
-                "-sf", str(_scenario_with_media_port(
+                "-sf", str(scenario_with_media_port(
                     tmp_path, "uas_answer.xml", second_media.getsockname()[1])),
                 "-p", str(second_port), "-mp", str(free_udp_port())])
             caller = Sipp(tmp_path, "uac", [
-                "-sf", str(_scenario_with_media_port(
+                "-sf", str(scenario_with_media_port(
                     tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
                 f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
                 "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
@@ -302,10 +302,10 @@ def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path) -> Non
             received = 0
             seq = 1
             while received < 10 and time.monotonic() < deadline:
-                caller_media.sendto(_rtp(seq), ("127.0.0.1", relay_a))
+                caller_media.sendto(rtp_packet(seq), ("127.0.0.1", relay_a))
                 seq += 1
                 time.sleep(0.02)
-                received += _received(second_media)
+                received += drain(second_media)
             assert received >= 10  # the caller's media now reaches the new party
             assert command(edge, call_id, {"action": "hangup"}).status_code == 200
             run_call(caller, second, edge)
@@ -346,12 +346,12 @@ def test_start_and_stop_recording_commands(tmp_path: Path) -> None:
         config = pbx_config(tmp_path, trunk_config(port))
         with running_edge(tmp_path, config_text=config) as edge:
             callee = Sipp(tmp_path, "uas", [
-                "-sf", str(_scenario_with_media_port(
+                "-sf", str(scenario_with_media_port(
                     tmp_path, "uas_answer.xml", callee_media.getsockname()[1])),
                 "-p", str(port), "-mp", str(free_udp_port())])
             time.sleep(0.3)
             caller = Sipp(tmp_path, "uac", [
-                "-sf", str(_scenario_with_media_port(
+                "-sf", str(scenario_with_media_port(
                     tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
                 f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
                 "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
@@ -361,7 +361,7 @@ def test_start_and_stop_recording_commands(tmp_path: Path) -> None:
             assert command(edge, call_id, {"action": "start_recording"}).status_code == 200
             assert command(edge, call_id, {"action": "start_recording"}).status_code == 409
             for seq in range(1, 51):  # one second of the caller's audio
-                caller_media.sendto(_rtp(seq), ("127.0.0.1", relay_a))
+                caller_media.sendto(rtp_packet(seq), ("127.0.0.1", relay_a))
                 time.sleep(0.02)
             assert command(edge, call_id, {"action": "stop_recording"}).status_code == 200
             assert command(edge, call_id, {"action": "play", "source": {

@@ -24,6 +24,7 @@ import pytest
 
 from control.contracts.signing import verification_failure
 from tests.edge_process import EdgeProcess, running_edge
+from tests.test_call_commands import drain, rtp_packet, scenario_with_media_port
 from tests.test_calls_sipp import (
     SCENARIOS,
     SECRET,
@@ -109,12 +110,6 @@ def api_token(tmp: Path, config: str, scope: str = "calls") -> dict[str, str]:
     return {"Authorization": f"Bearer {created.stdout.strip()}"}
 
 
-def scenario_with_media_port(tmp: Path, name: str, port: int) -> Path:
-    path = tmp / f"{port}-{name}"
-    path.write_text((SCENARIOS / name).read_text().replace("[media_port]", str(port)))
-    return path
-
-
 def offered_port(log: Path, timeout: float = 5.0) -> int:
     """The audio port of the SDP the SIPp party received in its INVITE (our relay's)."""
     deadline = time.monotonic() + timeout
@@ -125,21 +120,6 @@ def offered_port(log: Path, timeout: float = 5.0) -> int:
             return int(found.group(1))
         time.sleep(0.05)
     raise AssertionError(f"no SDP in {log}")
-
-
-def rtp(seq: int) -> bytes:
-    return bytes([0x80, 0, seq >> 8, seq & 0xFF]) + (seq * 160).to_bytes(4, "big") \
-        + b"\x11\x22\x33\x44" + b"\xff" * 160
-
-
-def drain(sock: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            sock.recv(2048)
-        except BlockingIOError:
-            return count
-        count += 1
 
 
 def wait_call_status(edge: EdgeProcess, auth: dict[str, str], uuid: str, wanted: str,
@@ -203,7 +183,7 @@ def test_outbound_call_connects_a_second_party(tmp_path: Path) -> None:
             received, seq = 0, 1
             deadline = time.monotonic() + 5
             while received < 10 and time.monotonic() < deadline:
-                callee_media.sendto(rtp(seq), ("127.0.0.1", relay_b))
+                callee_media.sendto(rtp_packet(seq), ("127.0.0.1", relay_b))
                 seq += 1
                 time.sleep(0.02)
                 received += drain(second_media)
