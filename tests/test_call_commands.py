@@ -272,7 +272,9 @@ def test_hold_and_unhold_reinvite_the_callee(tmp_path: Path) -> None:
     assert cdr["status"] == "completed"
 
 
-def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["uri", "number"])
+def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path, kind: str) -> None:
+    """To a SIP URI, or to a number that a static route sends to another trunk."""
     first_port, second_port = free_udp_port(), free_udp_port()
     caller_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     second_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -280,7 +282,11 @@ def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path) -> Non
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
     try:
-        config = pbx_config(tmp_path, trunk_config(first_port))
+        nines = (
+            "[[proxy.routes]]\nname = \"nines\"\npriority = 10\ndest = [\"second\"]\n"
+            "[proxy.routes.match]\n\"to.user\" = \"^9\"\n"
+            f"[proxy.trunks.second]\ndest = \"sip:127.0.0.1:{second_port}\"\n")
+        config = pbx_config(tmp_path, nines + trunk_config(first_port))
         with running_edge(tmp_path, config_text=config) as edge:
             first = uas(tmp_path, "uas_answer.xml", first_port)  # gets the BYE
             second = Sipp(tmp_path, "second", [
@@ -294,8 +300,8 @@ def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path) -> Non
                 "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
             call_id = wait_answered(tmp_path)
             relay_a = _relay_port(tmp_path / "uac_messages.log", "received")
-            reply = command(edge, call_id, {"action": "transfer",
-                                            "target": f"sip:bob@127.0.0.1:{second_port}"})
+            target = f"sip:bob@127.0.0.1:{second_port}" if kind == "uri" else "9001"
+            reply = command(edge, call_id, {"action": "transfer", "target": target})
             assert reply.status_code == 200, reply.text
             assert first.wait() == 0, first.explain()  # the first callee got its BYE
             deadline = time.monotonic() + 5

@@ -1501,11 +1501,11 @@ class CallManager:
             task.add_done_callback(_log_rewrite_failure)
 
     async def transfer(self, call_id: str, target: str) -> str | None:
-        """Blind transfer of the caller to `target` (an extension of ours or a SIP URI): BYE
-        to the callee, an INVITE to the target offering the same anchored SDP, and once it
-        answers the relay sends the caller's media there. The caller is not re-INVITEd: its
-        media stays anchored at our port, so this needs the relay. None when started, else
-        why not."""
+        """Blind transfer of the caller to `target` (an extension of ours, a SIP URI, or a
+        number through the routes and trunks): BYE to the callee, an INVITE to the target
+        offering the same anchored SDP, and once it answers the relay sends the caller's media
+        there. The caller is not re-INVITEd: its media stays anchored at our port, so this
+        needs the relay. None when started, else why not."""
         call = self.calls.get(call_id)
         if call is None:
             return "no such call"
@@ -1518,21 +1518,8 @@ class CallManager:
         body = call.sdp_sent.get("b")
         if not body:
             return "no SDP to offer the transfer target"
-        aor = None
-        uri_text = target if target.startswith(("sip:", "sips:")) else None
-        if uri_text is None:
-            domain = call.invite.request_uri.host if isinstance(
-                call.invite.request_uri, SipUri) else "localhost"
-            aor = self._registrar.aor_for(parse_uri(f"sip:{target}@{domain}"))
-        else:
-            parsed = parse_uri(uri_text)
-            aor = self._registrar.aor_for(parsed) if isinstance(parsed, SipUri) else None
-        destinations: list[Destination] = []
-        if aor is not None:
-            destinations = [self._registered_destination(t)
-                            for t in await self._registrar.lookup(aor)]
-        if not destinations and uri_text is not None:
-            destinations = await self._destinations(call, RouteTarget(uri=uri_text))
+        # An extension of ours (its registrations), a SIP URI, or a number (the routes).
+        destinations = await self._targets_of(call, target)
         if not destinations:
             return f"transfer target {target!r} is not reachable"
         if call.ended or call.transferring is not None:
