@@ -7,6 +7,9 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -108,7 +111,23 @@ def drain(sock: socket.socket) -> int:
         count += 1
 
 
-def test_mute_stops_the_media_of_one_party(tmp_path: Path) -> None:
+@dataclass
+class MediaCall:
+    """An answered SIPp call through the edge whose two parties' RTP are our UDP sockets."""
+
+    edge: EdgeProcess
+    caller: Sipp
+    callee: Sipp
+    call_id: str
+    caller_media: socket.socket
+    callee_media: socket.socket
+    relay_a: int  # the relay port the caller was told to send to
+
+
+@contextmanager
+def media_call(tmp: Path) -> Iterator[MediaCall]:
+    """A trunk call (SIPp caller -> edge -> SIPp callee, both answering with our sockets'
+    ports in their SDP), answered, the edge running with the caller's Call-ID known."""
     port = free_udp_port()
     caller_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     callee_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -116,39 +135,45 @@ def test_mute_stops_the_media_of_one_party(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
     try:
-        config = pbx_config(tmp_path, trunk_config(port))
-        with running_edge(tmp_path, config_text=config) as edge:
-            callee = Sipp(tmp_path, "uas", [
+        config = pbx_config(tmp, trunk_config(port))
+        with running_edge(tmp, config_text=config) as edge:
+            callee = Sipp(tmp, "uas", [
                 "-sf", str(scenario_with_media_port(
-                    tmp_path, "uas_answer.xml", callee_media.getsockname()[1])),
+                    tmp, "uas_answer.xml", callee_media.getsockname()[1])),
                 "-p", str(port), "-mp", str(free_udp_port())])
             time.sleep(0.3)
-            caller = Sipp(tmp_path, "uac", [
+            caller = Sipp(tmp, "uac", [
                 "-sf", str(scenario_with_media_port(
-                    tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
+                    tmp, "uac_wait_bye.xml", caller_media.getsockname()[1])),
                 f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
                 "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
-            call_id = wait_answered(tmp_path)
-            relay_a = _relay_port(tmp_path / "uac_messages.log", "received")
-
-            def burst(first: int) -> int:
-                for seq in range(first, first + 20):
-                    caller_media.sendto(rtp_packet(seq), ("127.0.0.1", relay_a))
-                    time.sleep(0.005)
-                time.sleep(0.2)
-                return drain(callee_media)
-
-            assert burst(1) == 20  # relayed to the callee
-            assert command(edge, call_id, {"action": "mute", "leg": "caller"}).status_code == 200
-            assert burst(21) == 0  # the callee hears nothing from the caller
-            assert command(edge, call_id, {"action": "unmute",
-                                           "track_id": "caller"}).status_code == 200
-            assert burst(41) == 20
-            assert command(edge, call_id, {"action": "hangup"}).status_code == 200
-            run_call(caller, callee, edge)
+            call_id = wait_answered(tmp)
+            yield MediaCall(edge, caller, callee, call_id, caller_media, callee_media,
+                            _relay_port(tmp / "uac_messages.log", "received"))
     finally:
         caller_media.close()
         callee_media.close()
+
+
+def test_mute_stops_the_media_of_one_party(tmp_path: Path) -> None:
+    with media_call(tmp_path) as call:
+
+        def burst(first: int) -> int:
+            for seq in range(first, first + 20):
+                call.caller_media.sendto(rtp_packet(seq), ("127.0.0.1", call.relay_a))
+                time.sleep(0.005)
+            time.sleep(0.2)
+            return drain(call.callee_media)
+
+        edge, call_id = call.edge, call.call_id
+        assert burst(1) == 20  # relayed to the callee
+        assert command(edge, call_id, {"action": "mute", "leg": "caller"}).status_code == 200
+        assert burst(21) == 0  # the callee hears nothing from the caller
+        assert command(edge, call_id, {"action": "unmute",
+                                       "track_id": "caller"}).status_code == 200
+        assert burst(41) == 20
+        assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+        run_call(call.caller, call.callee, edge)
 
 
 def test_control_plane_finds_the_edge_and_delivers(tmp_path: Path) -> None:
@@ -342,42 +367,20 @@ def test_send_dtmf_reaches_the_callee_as_info(tmp_path: Path) -> None:
 def test_start_and_stop_recording_commands(tmp_path: Path) -> None:
     """A call not recorded at first: start_recording, the caller's media, stop_recording; the
     CDR lists the stereo WAV, which holds the caller's packets (left channel)."""
-    port = free_udp_port()
-    caller_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    callee_media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for sock in (caller_media, callee_media):
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-    try:
-        config = pbx_config(tmp_path, trunk_config(port))
-        with running_edge(tmp_path, config_text=config) as edge:
-            callee = Sipp(tmp_path, "uas", [
-                "-sf", str(scenario_with_media_port(
-                    tmp_path, "uas_answer.xml", callee_media.getsockname()[1])),
-                "-p", str(port), "-mp", str(free_udp_port())])
-            time.sleep(0.3)
-            caller = Sipp(tmp_path, "uac", [
-                "-sf", str(scenario_with_media_port(
-                    tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
-                f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
-                "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
-            call_id = wait_answered(tmp_path)
-            relay_a = _relay_port(tmp_path / "uac_messages.log", "received")
-            assert command(edge, call_id, {"action": "stop_recording"}).status_code == 409
-            assert command(edge, call_id, {"action": "start_recording"}).status_code == 200
-            assert command(edge, call_id, {"action": "start_recording"}).status_code == 409
-            for seq in range(1, 51):  # one second of the caller's audio
-                caller_media.sendto(rtp_packet(seq), ("127.0.0.1", relay_a))
-                time.sleep(0.02)
-            assert command(edge, call_id, {"action": "stop_recording"}).status_code == 200
-            assert command(edge, call_id, {"action": "play", "source": {
-                "type": "tone"}}).status_code == 409  # relayed: nothing to play into
-            assert command(edge, call_id, {"action": "hangup"}).status_code == 200
-            run_call(caller, callee, edge)
-            [cdr] = cdrs(tmp_path)
-    finally:
-        caller_media.close()
-        callee_media.close()
+    with media_call(tmp_path) as call:
+        edge, call_id = call.edge, call.call_id
+        assert command(edge, call_id, {"action": "stop_recording"}).status_code == 409
+        assert command(edge, call_id, {"action": "start_recording"}).status_code == 200
+        assert command(edge, call_id, {"action": "start_recording"}).status_code == 409
+        for seq in range(1, 51):  # one second of the caller's audio
+            call.caller_media.sendto(rtp_packet(seq), ("127.0.0.1", call.relay_a))
+            time.sleep(0.02)
+        assert command(edge, call_id, {"action": "stop_recording"}).status_code == 200
+        assert command(edge, call_id, {"action": "play", "source": {
+            "type": "tone"}}).status_code == 409  # relayed: nothing to play into
+        assert command(edge, call_id, {"action": "hangup"}).status_code == 200
+        run_call(call.caller, call.callee, edge)
+        [cdr] = cdrs(tmp_path)
     [recorder] = cdr["recorder"]
     assert recorder["path"].endswith(".wav") and recorder["size"] > 44 + 8000
 
