@@ -8,22 +8,20 @@ other two. The application is a local HTTP server on 127.0.0.1 that checks every
 from __future__ import annotations
 
 import json
-import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from control.contracts.signing import verification_failure
 from tests.audio_checks import band_share, read_wav, rms, write_tone
 from tests.edge_process import EdgeProcess, running_edge
 from tests.interop.clients.softphones import BaresipPhone, baresip_phone
+from tests.signed_http import signed_http_server
 from tests.test_interop_calls import (
     USERS,
     assert_hears,
@@ -61,34 +59,16 @@ class App:
 
 @contextmanager
 def app_server(app: App) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if verification_failure(body, dict(self.headers.items()), secrets={"k1": SECRET},
-                                    now=time.time()) is not None:
-                app.bad_signatures += 1
-            data = json.loads(body) if body else {}
-            path = self.path.split("?")[0]
-            app.events.append((path, data))
-            answer = app.reply(path, data)
-            out = b"" if answer is None else json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+    def handle(method: str, path_and_query: str, body: bytes) -> bytes:
+        data = json.loads(body) if body else {}
+        path = path_and_query.split("?")[0]
+        app.events.append((path, data))
+        answer = app.reply(path, data)
+        return b"" if answer is None else json.dumps(answer).encode()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with signed_http_server(handle, {"k1": SECRET}) as (base, signatures):
+        yield base
+        app.bad_signatures = signatures.bad
 
 
 def edge_config(tmp: Path, router_url: str) -> str:

@@ -10,11 +10,9 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -22,8 +20,8 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from control.contracts.signing import verification_failure
 from tests.edge_process import EdgeProcess, running_edge
+from tests.signed_http import signed_http_server
 from tests.test_call_commands import drain, rtp_packet, scenario_with_media_port
 from tests.test_calls_sipp import (
     SCENARIOS,
@@ -62,42 +60,18 @@ class Application:
 
 @contextmanager
 def application_server(app: Application) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def _verified(self, body: bytes) -> None:
-            headers = {k: v for k, v in self.headers.items()}
-            if verification_failure(body, headers, secrets={"k1": SECRET},
-                                    now=time.time()) is not None:
-                app.bad_signatures += 1
+    """GET (the answer URL) returns `app.steps`, POST (events) is recorded."""
 
-        def do_GET(self) -> None:
-            self._verified(b"")
-            app.answers.append(parse_qs(urlparse(self.path).query))
-            self._reply(json.dumps(app.steps).encode())
+    def handle(method: str, path: str, body: bytes) -> bytes:
+        if method == "GET":
+            app.answers.append(parse_qs(urlparse(path).query))
+            return json.dumps(app.steps).encode()
+        app.events.append(json.loads(body))
+        return b""
 
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            self._verified(body)
-            app.events.append(json.loads(body))
-            self._reply(b"")
-
-        def _reply(self, data: bytes) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with signed_http_server(handle, {"k1": SECRET}) as (base, signatures):
+        yield base
+        app.bad_signatures = signatures.bad
 
 
 def api_token(tmp: Path, config: str, scope: str = "calls") -> dict[str, str]:
