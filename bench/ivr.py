@@ -52,7 +52,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-from rtp_relay import ProcessGroup  # noqa: E402
+from rtp_relay import (  # noqa: E402
+    ProcessGroup,
+    proc_cpu_s,
+    wait_until_quiet,
+)
 
 from edge.media import g711  # noqa: E402
 from edge.media.audio import decode_wav, tone  # noqa: E402
@@ -351,29 +355,6 @@ async def per_leg(legs: int, speech: Any, ticks: int = 500, runs: int = 3) -> No
 
 
 # --- the driver ---------------------------------------------------------------------------
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def busy_cpu_seconds() -> float:
-    """CPU time used by the whole machine (all cores), from /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def wait_until_quiet(max_wait: float, threshold: float = 0.3) -> None:
-    """Wait (at most `max_wait` s) until the machine uses under `threshold` cores over 1 s."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        before = busy_cpu_seconds()
-        time.sleep(1.0)
-        if busy_cpu_seconds() - before < threshold or time.monotonic() >= deadline:
-            return
 
 
 def last_json(text: str) -> dict[str, Any]:
