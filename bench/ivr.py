@@ -75,7 +75,6 @@ GOAL_LATE_PCT = 1.0
 GOAL_CONF_PCT = 5.0
 TE_PT = 101
 DIGIT_EVERY_S = 3.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 _HEADER = struct.Struct("!BBHII")
 
 
