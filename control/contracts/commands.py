@@ -49,8 +49,9 @@ class Hold(_Command):
 
 class Transfer(_Command):
     """Blind transfer of the caller: to `target` (an extension of ours, `"1002"`, a SIP URI, or
-    a number routed through the trunks; the callee gets BYE), or to a new step list (`ncco`, or the steps `answer_url` returns: the
-    edge takes the caller itself and runs them). `attended` transfers are not supported (501)."""
+    a number routed through the trunks; the callee gets BYE), or to a new step list (`ncco`, or
+    the steps `answer_url` returns: the edge takes the caller itself and runs them). `attended`
+    transfers are not supported (501)."""
 
     action: Literal["transfer"]
     target: str | None = Field(default=None, min_length=1, max_length=256,
