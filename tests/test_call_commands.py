@@ -71,7 +71,7 @@ def test_hangup_command_ends_the_call_on_the_wire(tmp_path: Path) -> None:
         assert command(edge, call_id, {"action": "accept", "sdp": "v=0"}).status_code == 501
         assert command(edge, call_id, {"action": "pause_recording"}).status_code == 501
         # An unknown transfer target is refused; the call goes on.
-        assert command(edge, call_id, {"action": "transfer", "target": "1099"}).status_code == 409
+        assert command(edge, call_id, {"action": "transfer", "target": "+1099"}).status_code == 409
         reply = command(edge, call_id, {"action": "hangup", "reason": "operator"})
         assert reply.status_code == 200 and reply.json() == {"message": "Command dispatched"}
         run_call(caller, callee, edge)  # both legs received the BYE
