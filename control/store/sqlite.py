@@ -20,11 +20,11 @@ import functools
 import json
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -227,8 +227,19 @@ def _is_transient(error: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text or "disk I/O" in text
 
 
+# A job for the thread: a call and the futures its outcome goes to (a group commit has many).
+_Job = tuple[Callable[[], Any], list["asyncio.Future[Any]"]]
+_Outcome = tuple[list["asyncio.Future[Any]"], bool, Any]
+
+
 class SqliteWorker:
     """The one thread that owns the connection; `run(op)` executes `op(conn)` there.
+
+    The thread is fed by a plain queue: the jobs posted during one turn of the event loop go
+    over as one batch and their outcomes come back in one wake-up of the loop
+    (`call_soon_threadsafe`), so under load a call's few writes and a flood of lookups cost one
+    hand-off per batch, not one each. `write(sql, params)` joins the statements of one turn
+    into one transaction (group commit); other ops each run, and commit, on their own.
 
     Transient failures (database locked by another process past the busy timeout, disk I/O
     errors) are retried a few times with growing pauses, in the worker thread, then reported
@@ -247,78 +258,107 @@ class SqliteWorker:
         self._busy_timeout_ms = busy_timeout_ms
         self._retries = retries
         self._retry_delay_s = retry_delay_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdpbx-sqlite")
-        self._queue: list[tuple[Op[Any], asyncio.Future[Any]]] = []
+        # None tells the thread to stop (after every batch put before it).
+        self._jobs: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[_Job]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._pending: list[_Job] = []  # this turn's jobs, handed over by `_flush`
+        # This turn's group commit: its statements and their callers, filled until `_flush`.
+        self._group: tuple[list[tuple[str, tuple[Any, ...]]], list[asyncio.Future[Any]]] | None
+        self._group = None
         self._conn: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
     @property
     def thread(self) -> threading.Thread | None:
-        """The worker thread once it has run something (tests check where work happens)."""
+        """The worker thread once started (tests check where work happens)."""
         return self._thread
 
     async def run(self, op: Op[T]) -> T:
-        """Run `op(connection)` in the worker thread, retrying transient SQLite errors.
-
-        Ops submitted during one turn of the event loop go to the thread as one job and their
-        results come back in one wake-up of the loop: under load a call's few writes and a
-        flood of lookups cost one hand-off per batch, not one each (each op still runs, and
-        commits, on its own)."""
+        """Run `op(connection)` in the worker thread, retrying transient SQLite errors."""
         if self._closed:
             raise StoreUnavailable("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush, loop)
-        self._queue.append((op, done))
+        self._post(loop, (functools.partial(self._apply, op), [done]))
         return await done
 
+    def write(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
+        """Execute one statement in this turn's write transaction; the future resolves once it
+        is committed. A failure (the whole transaction is rolled back) reaches every caller
+        of the batch."""
+        if self._closed:
+            raise StoreUnavailable("the SQLite store is closed")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        group = self._group
+        if group is None:
+            group = self._group = ([], [])
+            commit = functools.partial(_commit_group, group[0])
+            self._post(loop, (functools.partial(self._apply, commit), group[1]))
+        group[0].append((sql, params))
+        group[1].append(done)
+        return done
+
     def _apply(self, op: Op[T]) -> T:
-        return op(self._connection())
+        return self._retrying(functools.partial(op, self._connection()))
+
+    def _post(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
+        if not self._pending:
+            loop.call_soon(self._flush, loop)
+        self._pending.append(job)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._queue = self._queue, []
-        if not batch:
-            return
-        try:
-            self._executor.submit(self._run_batch, loop, batch)
-        except RuntimeError as error:  # the executor is shut down: the store was closed
-            failure = StoreUnavailable(f"the SQLite store is closed ({error})")
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(failure)
+        batch, self._pending = self._pending, []
+        self._group = None  # later writes start the next transaction
+        if batch:
+            if self._thread is None:
+                self._start()
+            self._jobs.put((loop, batch))
 
-    def _run_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Op[Any], asyncio.Future[Any]]]
-    ) -> None:
-        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        for op, done in batch:
-            try:
-                results.append((done, True, self._retrying(functools.partial(self._apply, op))))
-            except BaseException as error:  # delivered to the op's caller
-                results.append((done, False, error))
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(_deliver, results)
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name="sdpbx-sqlite", daemon=True)
+        self._thread.start()
 
-    async def _submit(self, job: Callable[[], T]) -> T:
+    async def _call(self, job: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._retrying, job)
+        done: asyncio.Future[T] = loop.create_future()
+        self._post(loop, (functools.partial(self._retrying, job), [done]))
+        return await done
 
     async def open(self) -> None:
-        await self._submit(self._connect)
+        await self._call(self._connect)
 
     async def close(self) -> None:
+        """Run what was already asked, close the connection, stop the thread. Later calls
+        raise StoreUnavailable."""
         if self._closed:
             return
-        try:
-            await self._submit(self._disconnect)
-        finally:
-            self._closed = True
-            # The close job was the worker's last: the thread is idle and exits by itself.
-            self._executor.shutdown(wait=False)
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._post(loop, (functools.partial(self._retrying, self._disconnect), [done]))
+        self._flush(loop)  # now: the scheduled flush finds nothing left
+        self._jobs.put(None)
+        await done
 
     # Everything below runs in the worker thread.
+
+    def _serve(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            loop, batch = item
+            outcomes: list[_Outcome] = []
+            for job, futures in batch:
+                try:
+                    outcomes.append((futures, True, job()))
+                except BaseException as error:  # delivered to the job's callers
+                    outcomes.append((futures, False, error))
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_deliver, outcomes)
 
     def _connect(self) -> None:
         if self._conn is not None:
@@ -355,7 +395,6 @@ class SqliteWorker:
         return self._conn
 
     def _retrying(self, job: Callable[[], T]) -> T:
-        self._thread = threading.current_thread()
         attempt = 0
         while True:
             try:
@@ -378,14 +417,25 @@ class SqliteWorker:
                 raise StoreUnavailable(f"SQLite {self.path}: {error.strerror or error}") from None
 
 
-def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for done, ok, value in results:
-        if done.done():
-            continue  # its caller was cancelled
-        if ok:
-            done.set_result(value)
-        else:
-            done.set_exception(value)
+def _commit_group(
+    statements: list[tuple[str, tuple[Any, ...]]], conn: sqlite3.Connection
+) -> None:
+    def body() -> None:
+        for sql, params in statements:
+            conn.execute(sql, params)
+
+    _write(conn, body)
+
+
+def _deliver(outcomes: list[_Outcome]) -> None:
+    for futures, ok, value in outcomes:
+        for done in futures:
+            if done.done():
+                continue  # its caller was cancelled
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
 
 
 def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
@@ -574,8 +624,8 @@ def _binding(row: Sequence[Any]) -> Binding:
     return Binding(
         aor=row[0], contact=row[1], expires_at=row[2], q=row[3], call_id=row[4], cseq=row[5],
         source=row[6], transport=row[7], user_agent=row[8], edge_id=row[9],
-        path=tuple(json.loads(row[10])), instance_id=row[11], reg_id=row[12],
-        registered_at=row[13],
+        path=tuple(json.loads(row[10])) if row[10] != "[]" else (), instance_id=row[11],
+        reg_id=row[12], registered_at=row[13],
     )
 
 
@@ -587,52 +637,15 @@ _DELETE_BINDING = "DELETE FROM bindings WHERE aor = ? AND contact = ?"
 
 
 class SqliteRegistrationStore:
-    """Binding writes are group-committed: the puts and removes made during one turn of the
-    event loop go to the worker as one job and one transaction (a REGISTER flood then costs
-    one thread hand-off and one commit per batch, not per registration). Each caller still
-    waits for its own write to be committed, and a failure reaches every caller of the batch.
+    """Binding writes are group-committed (`SqliteWorker.write`): the puts and removes made
+    during one turn of the event loop reach the worker as one job and one transaction (a
+    REGISTER flood then costs one thread hand-off and one commit per batch, not per
+    registration). Each caller still waits for its own write to be committed, and a failure
+    reaches every caller of the batch.
     """
 
     def __init__(self, worker: SqliteWorker) -> None:
         self._worker = worker
-        self._batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-
-    def _enqueue(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        if not self._batch:
-            loop.call_soon(self._flush)
-        self._batch.append((sql, params, done))
-        return done
-
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._commit(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def _commit(self, batch: list[tuple[str, tuple[Any, ...], asyncio.Future[None]]]) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            def body() -> None:
-                for sql, params, _ in batch:
-                    conn.execute(sql, params)
-
-            _write(conn, body)
-
-        try:
-            await self._worker.run(op)
-        except BaseException as exc:
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_result(None)
 
     async def bindings(self, aor: str, now: float) -> list[Binding]:
         # Expired rows are filtered here, so a binding is gone at its expiry even though the
@@ -646,14 +659,14 @@ class SqliteRegistrationStore:
         row = (
             binding.aor, binding.contact, binding.expires_at, binding.q, binding.call_id,
             binding.cseq, binding.source, binding.transport, binding.user_agent,
-            binding.edge_id, _json(list(binding.path)), binding.instance_id, binding.reg_id,
-            binding.registered_at,
+            binding.edge_id, _json(list(binding.path)) if binding.path else "[]",
+            binding.instance_id, binding.reg_id, binding.registered_at,
         )
-        await self._enqueue(_PUT_BINDING, row)
+        await self._worker.write(_PUT_BINDING, row)
 
     async def remove(self, aor: str, contact: str) -> None:
         """Remove one binding; removing one that is gone is not an error."""
-        await self._enqueue(_DELETE_BINDING, (aor, contact))
+        await self._worker.write(_DELETE_BINDING, (aor, contact))
 
     async def remove_all(self, aor: str) -> None:
         def op(conn: sqlite3.Connection) -> None:

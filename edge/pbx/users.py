@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -125,6 +125,54 @@ def _ha1s_by_length(ha1: str | None) -> dict[str, str]:
     return {"MD5" if len(ha1) == 32 else "SHA-256": ha1}
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Bounded(Generic[K, V]):
+    """A dict of at most about `max_size` entries, in two generations of `max_size / 2`.
+
+    New entries go to the young generation, which becomes the old one when full (the old one
+    is dropped whole); a hit in the old generation moves the entry back to the young one.
+    Every step is O(1): evicting the oldest key of one big dict instead
+    (``del d[next(iter(d))]``) makes CPython scan the holes left at the front of the dict,
+    thousands of slots per insert once it is full (as `edge.sip.grammar.bounded_memo`).
+    """
+
+    __slots__ = ("_half", "_old", "_young")
+
+    def __init__(self, max_size: int) -> None:
+        self._half = max(1, max_size // 2)
+        self._young: dict[K, V] = {}
+        self._old: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        value = self._young.get(key)
+        if value is None:
+            value = self._old.pop(key, None)
+            if value is not None:
+                self.put(key, value)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        young = self._young
+        if key not in young and len(young) >= self._half:
+            self._old = young
+            young = self._young = {}
+        young[key] = value
+
+    def pop(self, key: K) -> None:
+        self._young.pop(key, None)
+        self._old.pop(key, None)
+
+    def clear(self) -> None:
+        self._young = {}
+        self._old = {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+
 # --- memory ---------------------------------------------------------------------------------
 
 
@@ -137,12 +185,11 @@ class MemoryUserBackend:
     """
 
     name = "memory"
-    _MAX_DERIVED = 10_000
 
-    def __init__(self, users: Iterable[UserRecord]) -> None:
+    def __init__(self, users: Iterable[UserRecord], *, max_derived: int = 10_000) -> None:
         self._exact: dict[tuple[str, str], UserRecord] = {}
         self._any_realm: dict[str, UserRecord] = {}
-        self._derived: dict[tuple[str, str], UserRecord] = {}
+        self._derived: _Bounded[tuple[str, str], UserRecord] = _Bounded(max_derived)
         for user in users:
             if user.realm:
                 self._exact[(user.username, user.realm)] = _with_password_ha1s(user, user.realm)
@@ -181,9 +228,7 @@ class MemoryUserBackend:
         if wildcard is None:
             return None
         user = _with_password_ha1s(wildcard, realm)
-        if len(self._derived) >= self._MAX_DERIVED:
-            self._derived.pop(next(iter(self._derived)))
-        self._derived[key] = user
+        self._derived.put(key, user)
         return user
 
     async def aclose(self) -> None:
@@ -244,9 +289,8 @@ class DirectoryUserBackend:
         self._ttl = ttl_s
         self._negative_ttl = negative_ttl_s
         self._poll_interval = revision_poll_s
-        self._max_cached = max_cached
         self._clock = clock
-        self._cache: dict[tuple[str, str], _Cached] = {}
+        self._cache: _Bounded[tuple[str, str], _Cached] = _Bounded(max_cached)
         self._inflight: dict[tuple[str, str], asyncio.Task[LookupResult]] = {}
         self._revision: int | None = None
         self._next_poll = 0.0
@@ -288,9 +332,7 @@ class DirectoryUserBackend:
     ) -> None:
         if ttl <= 0 or generation != self._generation:
             return
-        if len(self._cache) >= self._max_cached:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = _Cached(value, self._clock() + ttl)
+        self._cache.put(key, _Cached(value, self._clock() + ttl))
 
     async def _poll_revision(self) -> None:
         try:
@@ -393,9 +435,8 @@ class HttpUserBackend:
         )
         self._auth = sigv4_auth(sigv4)
         self._negative_ttl = negative_ttl_s
-        self._max_cached = max_cached
         self._clock = clock
-        self._misses: dict[tuple[str, str], float] = {}
+        self._misses: _Bounded[tuple[str, str], float] = _Bounded(max_cached)
         self._inflight: dict[tuple[str, str, str], asyncio.Task[LookupResult]] = {}
 
     @classmethod
@@ -420,7 +461,7 @@ class HttpUserBackend:
         if until is not None:
             if until > self._clock():
                 return None
-            del self._misses[miss_key]
+            self._misses.pop(miss_key)
         key = (username, realm, request_uri)
         task = self._inflight.get(key)
         if task is None:
@@ -494,9 +535,7 @@ class HttpUserBackend:
     def _remember_miss(self, key: tuple[str, str]) -> None:
         if self._negative_ttl <= 0:
             return
-        if len(self._misses) >= self._max_cached:
-            self._misses.pop(next(iter(self._misses)))
-        self._misses[key] = self._clock() + self._negative_ttl
+        self._misses.put(key, self._clock() + self._negative_ttl)
 
     async def aclose(self) -> None:
         tasks = list(self._inflight.values())

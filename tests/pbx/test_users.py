@@ -37,6 +37,7 @@ from edge.pbx.users import (
     Unavailable,
     UserBackendChain,
     UserRecord,
+    _Bounded,
 )
 from edge.sip.digest import compute_ha1
 from tests.pbx import (
@@ -90,11 +91,35 @@ users = [
 
 
 def test_memory_backend_bounds_the_realms_it_derives() -> None:
-    backend = MemoryUserBackend([UserRecord(username="u", password="p")])
-    backend._MAX_DERIVED = 3
+    backend = MemoryUserBackend([UserRecord(username="u", password="p")], max_derived=4)
     for index in range(10):
         assert backend.get("u", f"realm{index}.test") is not None
-    assert len(backend._derived) == 3
+    assert 2 <= len(backend._derived) <= 4
+    assert backend.get("u", "realm0.test") is not None  # evicted ones are derived again
+
+
+def test_bounded_cache_keeps_what_is_used_and_evicts_in_constant_time() -> None:
+    cache: _Bounded[int, int] = _Bounded(4)
+    for key in range(4):
+        cache.put(key, key)
+    assert cache.get(0) == 0  # a hit in the old generation moves it to the young one
+    for key in range(4, 6):
+        cache.put(key, key)
+    assert cache.get(0) == 0
+    assert cache.get(1) is None and cache.get(2) is None
+    assert len(cache) <= 4
+    cache.pop(0)
+    assert cache.get(0) is None
+    cache.clear()
+    assert len(cache) == 0
+    # 200,000 inserts into a full cache stay O(1) each: the old first-in eviction rescanned
+    # the holes at the front of the dict (seconds at this size, here well under one).
+    big: _Bounded[int, int] = _Bounded(100_000)
+    started = time.perf_counter()
+    for key in range(200_000):
+        big.put(key, key)
+    assert time.perf_counter() - started < 1.0
+    assert len(big) <= 100_000
 
 
 # --- directory --------------------------------------------------------------------------------
@@ -219,7 +244,7 @@ def test_directory_read_started_before_a_change_does_not_refill_the_cache() -> N
         backend.invalidate()  # the revision moved while the read was in flight
         fake.gate.set()
         await pending
-        assert backend._cache == {}
+        assert len(backend._cache) == 0
         await backend.aclose()
 
     run(scenario())

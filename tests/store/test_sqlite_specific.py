@@ -319,3 +319,34 @@ async def test_every_query_uses_an_index(name: str) -> None:
     assert plan and all(step.startswith("SEARCH") for step in plan if "B-TREE" not in step), plan
     if name != "bindings of an aor":  # sorts the few contacts of one AOR: no index needed
         assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+async def test_writes_of_one_turn_are_one_transaction_and_share_a_failure(
+    db: sq.SqliteStores,
+) -> None:
+    await db.worker.run(lambda conn: conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+    ok = [db.worker.write("INSERT INTO t VALUES (?)", (f"k{i}",)) for i in range(5)]
+    await asyncio.gather(*ok)
+    # The duplicate key fails the group: the whole transaction is rolled back, every caller
+    # of the batch sees the error.
+    bad = [db.worker.write("INSERT INTO t VALUES (?)", (key,)) for key in ("k9", "k0")]
+    results = await asyncio.gather(*bad, return_exceptions=True)
+    assert all(isinstance(result, StoreUnavailable) for result in results), results
+    rows = await db.worker.run(lambda conn: conn.execute("SELECT k FROM t ORDER BY k").fetchall())
+    assert [row[0] for row in rows] == [f"k{i}" for i in range(5)]
+
+
+async def test_close_runs_what_was_asked_first_then_stops_the_thread(db_path: Path) -> None:
+    stores = await open_db(db_path)
+    pending = [asyncio.ensure_future(stores.registrations.count(0.0)) for _ in range(3)]
+    write = stores.worker.write("CREATE TABLE later (x)", ())
+    await asyncio.sleep(0)  # the tasks have posted their reads; nothing is handed over yet
+    await stores.close()
+    assert await asyncio.gather(*pending) == [0, 0, 0]
+    await write
+    thread = stores.worker.thread
+    assert thread is not None
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        stores.worker.write("SELECT 1", ())
