@@ -500,7 +500,8 @@ def profile_sdpbx(target: Target, rate: int, duration: float, workdir: Path,
 
 
 # The SQLite store's worker thread blocked on its queue (the work itself is in deeper frames).
-_IDLE_LEAVES = frozenset({"_worker (concurrent/futures/thread.py)"})
+_IDLE_LEAVES = frozenset({"_worker (concurrent/futures/thread.py)",
+                          "SqliteWorker._serve (control/store/sqlite.py)"})
 # Frames every sample of a thread passes through: not worth a line in the inclusive list.
 _ENTRY_FRAMES = ("_run_module_as_main ", "_run_code ", "<module> ", "main (edge/cli.py)",
                  "_up (edge/cli.py)", "serve (edge/app.py)", "Thread.run ", "Thread._bootstrap")
