@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.edge_process import running_edge
-from tests.test_calls_sipp import cdrs, pbx_config, run_call, uac
+from tests.test_calls_sipp import cdrs, pbx_config, router_server, run_call, uac
 from tests.test_outbound_calls import Application, api_token, application_server
 
 pytestmark = [pytest.mark.interop]
@@ -46,8 +46,6 @@ def test_directory_application_answers_its_number(tmp_path: Path) -> None:
 
 
 def test_router_answer_with_invalid_steps_gets_the_fallback(tmp_path: Path) -> None:
-    from tests.test_calls_sipp import router_server
-
     reply = {"action": "answer", "steps": [{"action": "talk"}]}  # talk needs text
     with router_server(reply) as (url, _):
         config = pbx_config(
@@ -60,3 +58,25 @@ def test_router_answer_with_invalid_steps_gets_the_fallback(tmp_path: Path) -> N
             [cdr] = cdrs(tmp_path)
     assert cdr["hangupReason"] == "autohangup"
     assert cdr["lastError"]["reason"].startswith("step 0 text: Field required")
+
+
+def test_input_takes_digits_from_sip_info(tmp_path: Path) -> None:
+    """A caller that signals DTMF with SIP INFO (application/dtmf-relay): the input step of
+    the application answering it collects the digit."""
+    app = Application([])
+    with application_server(app) as base:
+        reply = {"action": "answer", "event_url": f"{base}/events", "steps": [
+            {"action": "input", "dtmf": {"maxDigits": 1, "timeOut": 8}},
+            {"action": "hangup"}]}
+        with router_server(reply) as (url, _):
+            config = pbx_config(
+                tmp_path,
+                f"[proxy.http_router]\nurl = \"{url}\"\n"
+                "[proxy.trunks.carrier]\ndest = \"sip:127.0.0.1:9\"\n"
+                "inbound_hosts = [\"127.0.0.1\"]\n")
+            with running_edge(tmp_path, config_text=config) as edge:
+                caller = uac(tmp_path, "uac_info_dtmf.xml", edge, user="7000")
+                run_call(caller, None, edge)  # INFO answered 200, then the hangup step's BYE
+                app.wait_for("completed")
+    [result] = [e for e in app.events if "dtmf" in e]
+    assert result["dtmf"] == {"digits": "5", "timed_out": False}
