@@ -42,18 +42,28 @@ def command(edge: EdgeProcess, call_id: str, body: dict[str, object],
     return httpx.post(url, content=data, headers=headers, timeout=5)
 
 
-def wait_answered(tmp: Path, timeout: float = 10.0) -> str:
-    """The caller's Call-ID once its call is answered (from the UAC's message log)."""
+def wait_uac_log(tmp: Path, marker: str, what: str, timeout: float = 10.0) -> str:
+    """The caller's Call-ID once `marker` shows in the UAC's message log."""
     deadline = time.monotonic() + timeout
     log = tmp / "uac_messages.log"
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace") if log.exists() else ""
-        if "ACK sip:" in text:
+        if marker in text:
             found = re.search(r"^Call-ID: (\S+)", text, re.MULTILINE)
             assert found is not None
             return found.group(1)
         time.sleep(0.1)
-    raise AssertionError("the call was not answered")
+    raise AssertionError(f"the call was not {what}")
+
+
+def wait_answered(tmp: Path, timeout: float = 10.0) -> str:
+    """The caller's Call-ID once its call is answered (the UAC sent its ACK)."""
+    return wait_uac_log(tmp, "ACK sip:", "answered", timeout)
+
+
+def wait_ringing(tmp: Path, timeout: float = 10.0) -> str:
+    """The caller's Call-ID once its call rings (a 180 in the UAC's log)."""
+    return wait_uac_log(tmp, "SIP/2.0 180", "ringing", timeout)
 
 
 def test_hangup_command_ends_the_call_on_the_wire(tmp_path: Path) -> None:
@@ -383,20 +393,6 @@ def test_start_and_stop_recording_commands(tmp_path: Path) -> None:
         [cdr] = cdrs(tmp_path)
     [recorder] = cdr["recorder"]
     assert recorder["path"].endswith(".wav") and recorder["size"] > 44 + 8000
-
-
-def wait_ringing(tmp: Path, timeout: float = 10.0) -> str:
-    """The caller's Call-ID once its call rings (180 in the UAC's message log)."""
-    deadline = time.monotonic() + timeout
-    log = tmp / "uac_messages.log"
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if "SIP/2.0 180" in text:
-            found = re.search(r"^Call-ID: (\S+)", text, re.MULTILINE)
-            assert found is not None
-            return found.group(1)
-        time.sleep(0.1)
-    raise AssertionError("the call did not ring")
 
 
 def test_accept_answers_a_ringing_caller_on_the_edge(tmp_path: Path) -> None:
