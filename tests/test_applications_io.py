@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
 
-from control.contracts.signing import verification_failure
 from edge.io.applications import ApplicationClient, ApplicationUnavailable, EventChannel
+from tests.signed_http import signed_http_server
 
 pytestmark = pytest.mark.anyio
 SECRET = "s3cret-for-apps"
@@ -37,42 +34,19 @@ class Seen:
 @contextmanager
 def app_server(delays: dict[str, float] | None = None,
                statuses: dict[str, int] | None = None) -> Iterator[tuple[str, Seen]]:
+    """Answers every request with a one-step list, after `delays[path]`, with `statuses[path]`
+    (default 200); records each request and whether it was signed."""
     seen = Seen()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self, body: bytes) -> None:
-            path = self.path.split("?")[0]
-            signed = verification_failure(body, dict(self.headers.items()),
-                                          secrets={"k1": SECRET}, now=time.time()) is None
-            seen.requests.append((self.command, self.path, body, signed))
-            time.sleep((delays or {}).get(path, 0.0))
-            data = json.dumps([{"action": "hangup"}]).encode()
-            try:
-                self.send_response((statuses or {}).get(path, 200))
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass
+    def handle(method: str, path_and_query: str, body: bytes,
+               signed: bool) -> tuple[int, bytes]:
+        path = path_and_query.split("?")[0]
+        seen.requests.append((method, path_and_query, body, signed))
+        time.sleep((delays or {}).get(path, 0.0))
+        return (statuses or {}).get(path, 200), json.dumps([{"action": "hangup"}]).encode()
 
-        def do_GET(self) -> None:
-            self._handle(b"")
-
-        def do_POST(self) -> None:
-            self._handle(self.rfile.read(int(self.headers["Content-Length"])))
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with signed_http_server(handle, {"k1": SECRET}) as (base, _):
+        yield base, seen
 
 
 class Latency:

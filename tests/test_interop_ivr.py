@@ -59,12 +59,13 @@ class App:
 
 @contextmanager
 def app_server(app: App) -> Iterator[str]:
-    def handle(method: str, path_and_query: str, body: bytes) -> bytes:
+    def handle(method: str, path_and_query: str, body: bytes,
+               signed: bool) -> tuple[int, bytes]:
         data = json.loads(body) if body else {}
         path = path_and_query.split("?")[0]
         app.events.append((path, data))
         answer = app.reply(path, data)
-        return b"" if answer is None else json.dumps(answer).encode()
+        return 200, b"" if answer is None else json.dumps(answer).encode()
 
     with signed_http_server(handle, {"k1": SECRET}) as (base, signatures):
         yield base

@@ -62,12 +62,12 @@ class Application:
 def application_server(app: Application) -> Iterator[str]:
     """GET (the answer URL) returns `app.steps`, POST (events) is recorded."""
 
-    def handle(method: str, path: str, body: bytes) -> bytes:
+    def handle(method: str, path: str, body: bytes, signed: bool) -> tuple[int, bytes]:
         if method == "GET":
             app.answers.append(parse_qs(urlparse(path).query))
-            return json.dumps(app.steps).encode()
+            return 200, json.dumps(app.steps).encode()
         app.events.append(json.loads(body))
-        return b""
+        return 200, b""
 
     with signed_http_server(handle, {"k1": SECRET}) as (base, signatures):
         yield base
