@@ -25,7 +25,13 @@ from starlette.responses import Response
 
 from control.api.endpoints import ApiContext, Endpoint, json_response, path_param, read_model
 from control.api.errors import JSON, ApiError
-from control.contracts.calls import IDEMPOTENCY_WINDOW_S, CallCreated, CreateCall, Originate
+from control.contracts.calls import (
+    IDEMPOTENCY_WINDOW_S,
+    CallCreated,
+    CreateCall,
+    Originate,
+    conversation_uuid,
+)
 from control.store.errors import Conflict, NotFound
 from control.store.models import CallRecord, EdgeInfo
 from control.store.ports import Stores
@@ -65,12 +71,7 @@ def _status_of(record: CallRecord) -> str:
 
 def _created(record: CallRecord) -> CallCreated:
     return CallCreated(uuid=record.call_id, status=_status_of(record),
-                       conversation_uuid=_conversation(record.call_id), edge_id=record.edge_id)
-
-
-def _conversation(call_id: str) -> str:
-    # The same derivation as the edge's (edge.pbx.application): one id, two processes.
-    return f"CON-{uuid.uuid5(uuid.NAMESPACE_URL, call_id)}"
+                       conversation_uuid=conversation_uuid(record.call_id), edge_id=record.edge_id)
 
 
 async def _claim(stores: Stores, record: CallRecord, now: float) -> CallRecord | None:
@@ -138,7 +139,7 @@ def call_view(record: CallRecord) -> dict[str, Any]:
     data = record.data
     return {
         "uuid": record.call_id,
-        "conversation_uuid": _conversation(record.call_id),
+        "conversation_uuid": conversation_uuid(record.call_id),
         "status": _status_of(record),
         "direction": record.direction,
         "from": record.caller,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -137,6 +138,12 @@ class CreateCall(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def conversation_uuid(call_id: str) -> str:
+    """The Vonage-style conversation id of a call: derived from its id, so the control plane
+    and the edge name it alike without sharing state."""
+    return f"CON-{uuid.uuid5(uuid.NAMESPACE_URL, call_id)}"
+
+
 class CallCreated(BaseModel):
     """The reply of `POST /api/v1/calls` (201, or 200 for a repeated Idempotency-Key): the
     Vonage fields plus where the call runs."""
@@ -168,4 +175,5 @@ __all__ = [
     "CallStatus",
     "CreateCall",
     "Originate",
+    "conversation_uuid",
 ]

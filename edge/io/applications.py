@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -56,8 +57,6 @@ class ApplicationClient:
         """The answer URL's reply body (GET with `params` in the query, or POST them as
         JSON); `ApplicationUnavailable` for a timeout, a transport error or a non-2xx."""
         if method == "POST":
-            import json
-
             body = json.dumps(dict(params), separators=(",", ":")).encode()
             status, reply = await self._exchange("answer_url", "POST", url, body)
         else:

@@ -33,12 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid as uuid_module
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
-from control.contracts.calls import CreateCall
+from control.contracts.calls import CreateCall, conversation_uuid
 from control.contracts.events import (
     AppEvent,
     CallStatus,
@@ -171,7 +170,7 @@ class CallApplication:
         self._events = events
         self._clock = clock
         self._media = media or MediaServices()
-        self.conversation_uuid = f"CON-{uuid_module.uuid5(uuid_module.NAMESPACE_URL, call_id)}"
+        self.conversation_uuid = conversation_uuid(call_id)
         self._sequence = 0
         self._position = 0
         self._values: dict[str, Any] = {}
