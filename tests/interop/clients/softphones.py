@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -220,11 +221,24 @@ def _linphone_states(log_path: Path) -> list[str]:
 # --- calls: baresip scripted through ctrl_tcp, linphonec through its console -------------------
 
 
+# Below Linux's ephemeral range (32768-60999) and clear of the phones' RTP ports: a port the
+# OS hands out for `bind(0)` or an outgoing connection cannot land here between our check and
+# baresip's listen, which is what made a ctrl_tcp listener fail now and then.
+_CONTROL_PORTS = range(20000, 30000)
+
+
 def free_tcp_port() -> int:
-    """A TCP port of 127.0.0.1 free right now (for listeners that cannot take port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port of 127.0.0.1 outside the ephemeral range that is free right now (for
+    listeners that cannot take port 0)."""
+    for _ in range(200):
+        port = random.choice(_CONTROL_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free TCP port in 20000-29999 on 127.0.0.1")
 
 
 class BaresipControl:
@@ -393,8 +407,66 @@ def baresip_phone(
     support RFC 5761 must still get RTCP on port + 1).
     """
     (workdir / "rec").mkdir(parents=True, exist_ok=True)
-    control_port = free_tcp_port()
     user = aor.removeprefix("sip:").split("@", 1)[0]
+    (workdir / "accounts").write_text(
+        f"<{aor}>;auth_user={user};auth_pass={password};regint=600;answermode={answer};"
+        "audio_codecs=PCMU,PCMA\n"
+    )
+    (workdir / "contacts").write_text("")
+    process, control = _launch_baresip(workdir, lifetime=lifetime, source=source,
+                                       rtp_ports=rtp_ports)
+    try:
+        yield BaresipPhone(process=process, workdir=workdir, control=control)
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
+                control.command("quit", timeout=1)  # un-registers, closes its recordings
+        _stop(process, grace=5)
+        control.close()
+
+
+def _launch_baresip(workdir: Path, *, lifetime: int, source: Path, rtp_ports: tuple[int, int],
+                    attempts: int = 3) -> tuple[subprocess.Popen[bytes], BaresipControl]:
+    """Start baresip and connect to its ctrl_tcp listener; start it again on another control
+    port when that one was taken (then the connection reached someone else's listener)."""
+    for attempt in range(1, attempts + 1):
+        control_port = free_tcp_port()
+        _write_baresip_config(workdir, control_port=control_port, source=source,
+                              rtp_ports=rtp_ports)
+        with (workdir / "baresip.log").open("wb") as log_file:
+            process = subprocess.Popen(
+                ["baresip", "-s", "-f", str(workdir), "-t", str(lifetime)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            )
+        try:
+            control = BaresipControl(control_port)
+        except OSError:
+            _stop(process, grace=0)
+            if attempt == attempts:
+                raise
+            continue
+        if _control_listening(workdir) or attempt == attempts:
+            return process, control
+        control.close()
+        _stop(process, grace=0)  # SIGTERM: baresip un-registers before it exits
+    raise AssertionError("unreachable")
+
+
+def _control_listening(workdir: Path, timeout: float = 5.0) -> bool:
+    """Did this baresip open its ctrl_tcp listener? (waits for "baresip is ready" in its log)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = (workdir / "baresip.log").read_bytes().decode(errors="replace")
+        if "ctrl_tcp: failed to listen" in text:
+            return False
+        if "baresip is ready" in text:
+            return True
+        time.sleep(0.05)
+    return True  # no verdict in time: let the test's own waits report what went wrong
+
+
+def _write_baresip_config(workdir: Path, *, control_port: int, source: Path,
+                          rtp_ports: tuple[int, int]) -> None:
     (workdir / "config").write_text(
         "poll_method\t\tepoll\n"
         "sip_listen\t\t127.0.0.1:0\n"
@@ -421,27 +493,6 @@ def baresip_phone(
         f"ctrl_tcp_listen\t\t127.0.0.1:{control_port}\n"
         f"snd_path\t\t{workdir / 'rec'}\n"
     )
-    (workdir / "accounts").write_text(
-        f"<{aor}>;auth_user={user};auth_pass={password};regint=600;answermode={answer};"
-        "audio_codecs=PCMU,PCMA\n"
-    )
-    (workdir / "contacts").write_text("")
-    with (workdir / "baresip.log").open("wb") as log_file:
-        process = subprocess.Popen(
-            ["baresip", "-s", "-f", str(workdir), "-t", str(lifetime)],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    control: BaresipControl | None = None
-    try:
-        control = BaresipControl(control_port)
-        yield BaresipPhone(process=process, workdir=workdir, control=control)
-    finally:
-        if control is not None and process.poll() is None:
-            with contextlib.suppress(OSError):
-                control.command("quit", timeout=1)  # un-registers, closes its recordings
-        _stop(process, grace=5)
-        if control is not None:
-            control.close()
 
 
 def _stop(process: subprocess.Popen[bytes], *, grace: float) -> None:
