@@ -17,12 +17,12 @@ import pytest
 
 from control.contracts.signing import sign
 from tests.edge_process import EdgeProcess, running_edge
+from tests.ports import free_udp_port
 from tests.test_calls_sipp import (
     SCENARIOS,
     SECRET,
     Sipp,
     cdrs,
-    free_udp_port,
     pbx_config,
     run_call,
     trunk_config,

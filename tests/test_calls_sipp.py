@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from control.contracts.signing import verify
 from tests.edge_process import EdgeProcess, running_edge
+from tests.ports import free_udp_port
 
 SCENARIOS = Path(__file__).parent / "interop" / "sipp" / "calls"
 SECRET = "test-webhook-secret"
@@ -34,12 +34,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sipp") is None and not os.environ.get("CI"),
                        reason="sipp not installed (sip-tester)"),
 ]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pbx_config(tmp: Path, proxy: str = "", extra: str = "") -> str:

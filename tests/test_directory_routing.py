@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.edge_process import running_edge
+from tests.ports import free_udp_port
 from tests.test_calls_sipp import (
     cdrs,
-    free_udp_port,
     pbx_config,
     run_call,
     uac,

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.edge_process import EdgeProcess, running_edge
+from tests.ports import free_port
 
 SCENARIOS = Path(__file__).parent / "interop" / "sipp"
 
@@ -35,12 +36,6 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
     with running_edge(tmp_path_factory.mktemp("edge")) as process:
         yield process
         assert process.process.poll() is None, "sdpbx died during the tests:\n" + process.log()
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_sipp(scenario: str, target: tuple[str, int], transport: str, tmp: Path) -> None:
@@ -69,25 +64,12 @@ def test_sipp_scenarios(edge: EdgeProcess, scenario: str, transport: str, tmp_pa
     run_sipp(scenario, target, transport, tmp_path)
 
 
-def free_port_pair() -> int:
-    """A port free for both UDP and TCP (sipsak binds its local port on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port free for both UDP and TCP")
-
-
 def run_sipsak(args: list[str]) -> subprocess.CompletedProcess[str]:
     for _ in range(3):
+        # sipsak binds its local port for both UDP and TCP
+        local_port = free_port(socket.SOCK_STREAM, socket.SOCK_DGRAM)
         result = subprocess.run(
-            ["sipsak", "-H", "127.0.0.1", "-l", str(free_port_pair()), "-vv", *args],
+            ["sipsak", "-H", "127.0.0.1", "-l", str(local_port), "-vv", *args],
             capture_output=True, text=True, timeout=20, check=False,
         )
         # A port can be taken between our check and sipsak's bind: try another one.

@@ -271,7 +271,8 @@ def test_api_extension_baresip_call_hangup_and_cdr(tmp_path: Path) -> None:
     through the API ends it on the wire, and the CDR appears in the query API."""
     import httpx
 
-    from tests.test_calls_sipp import free_udp_port, pbx_config, trunk_config, uac
+    from tests.ports import free_udp_port
+    from tests.test_calls_sipp import pbx_config, trunk_config, uac
     from tests.test_outbound_calls import api_token
 
     config = pbx_config(tmp_path, trunk_config(free_udp_port(), route=False))

@@ -32,6 +32,7 @@ from control.contracts.locator import LOCATOR_EVENT_ADAPTER
 from control.contracts.signing import verification_failure
 from tests.edge_process import EdgeProcess, running_edge
 from tests.interop.clients.softphones import linphonec_register, run_baresip
+from tests.ports import free_port
 
 pytestmark = pytest.mark.interop
 
@@ -224,12 +225,6 @@ def edge(tmp_path_factory: pytest.TempPathFactory, webhooks: WebhookReceiver
     # Whatever a test left, every delivery the edge made was signed and well formed.
     for delivery in webhooks.snapshot():
         assert_signed_and_valid(delivery)
-
-
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sip_uri(address: tuple[str, int]) -> str:

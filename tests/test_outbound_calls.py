@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.edge_process import EdgeProcess, running_edge
+from tests.ports import free_udp_port
 from tests.signed_http import signed_http_server
 from tests.test_call_commands import drain, rtp_packet, scenario_with_media_port
 from tests.test_calls_sipp import (
@@ -28,7 +29,6 @@ from tests.test_calls_sipp import (
     SECRET,
     Sipp,
     cdrs,
-    free_udp_port,
     pbx_config,
     run_call,
     trunk_config,

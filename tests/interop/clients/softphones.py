@@ -15,7 +15,6 @@ import contextlib
 import itertools
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -26,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_tcp_port
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -219,26 +220,6 @@ def _linphone_states(log_path: Path) -> list[str]:
 
 
 # --- calls: baresip scripted through ctrl_tcp, linphonec through its console -------------------
-
-
-# Below Linux's ephemeral range (32768-60999) and clear of the phones' RTP ports: a port the
-# OS hands out for `bind(0)` or an outgoing connection cannot land here between our check and
-# baresip's listen, which is what made a ctrl_tcp listener fail now and then.
-_CONTROL_PORTS = range(20000, 30000)
-
-
-def free_tcp_port() -> int:
-    """A TCP port of 127.0.0.1 outside the ephemeral range that is free right now (for
-    listeners that cannot take port 0)."""
-    for _ in range(200):
-        port = random.choice(_CONTROL_PORTS)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free TCP port in 20000-29999 on 127.0.0.1")
 
 
 class BaresipControl:
