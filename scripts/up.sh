@@ -29,9 +29,13 @@ for stamp in "$VENV/.sdpbx-installed" "$VENV/.sdpbx-installed-dev"; do
     fi
 done
 if [[ $installed == no ]]; then
-    echo "==> pip install -e $ROOT" >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT"
+    echo "==> pip install -e $ROOT[compile]" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[compile]"
     echo "$wanted" >"$VENV/.sdpbx-installed"
 fi
+
+# Compile the hot modules with mypyc (once, and again after an edit); without a C compiler and
+# the Python headers the edge runs its Python sources, only slower.
+"$VENV/bin/python" "$ROOT/scripts/compile.py" >&2 || echo "==> running the Python sources" >&2
 
 exec "$VENV/bin/sdpbx" up "$@"

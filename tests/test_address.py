@@ -4,6 +4,7 @@ checked against the RFC 4475 / RFC 5118 torture vectors (tests/vectors/torture).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from pathlib import Path
 
@@ -332,8 +333,8 @@ def test_equality_uses_uri_comparison() -> None:
 
 def test_parsed_object_has_every_field() -> None:
     addr = parse_name_addr('"A" <sip:a@b>;tag=1')
-    for slot in NameAddr.__slots__:
-        getattr(addr, slot)
+    for field in dataclasses.fields(NameAddr):
+        getattr(addr, field.name)
     assert repr(addr) == repr(
         NameAddr(uri=addr.uri, display_name=addr.display_name, params=addr.params)
     )

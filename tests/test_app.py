@@ -13,6 +13,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from edge import describe_build
 from edge.app import READY_FILE_ENV, RunningEdge, run
 from edge.config import VERSION, Config
 from edge.io.http import format_address
@@ -41,6 +42,8 @@ def test_run_serves_and_stops_on_cancel(port0_config: Config) -> None:
         assert health["sip"] == {"udp": format_address(edge.sip_udp),
                                  "tcp": format_address(edge.sip_tcp)}
         assert f'sdpbx_build_info{{version="{VERSION}"}} 1.0' in metrics.splitlines()
+        assert health["build"] == describe_build()
+        assert health["build"].startswith(("compiled (mypyc)", "pure Python ("))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -143,7 +143,8 @@ def test_rfc7616_examples(name: str, algorithm: str, response: str) -> None:
 
 
 def vars_of(credentials: DigestCredentials) -> dict[str, object]:
-    return {name: getattr(credentials, name) for name in credentials.__slots__}
+    return {field.name: getattr(credentials, field.name)
+            for field in dataclasses.fields(credentials)}
 
 
 def test_rfc7616_server_offers_sha256_first_and_client_picks_it() -> None:

@@ -56,6 +56,7 @@ def test_health() -> None:
         "uptime_s": 12.346,
         "sip": {"udp": "127.0.0.1:5060", "tcp": "127.0.0.1:5061"},
         "store": {},
+        "build": "",
     }
 
 

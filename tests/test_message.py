@@ -476,7 +476,7 @@ def test_compact_forms_everywhere() -> None:
     assert headers.get_all("Content-Encoding") == ["identity"]
     assert message.body == b"hello, world"
     assert message.from_addr.display_name == "Alice"
-    assert message.top_via.rport is True
+    assert message.top_via.rport_requested
     # Names go back out as written (compact stays compact).
     assert [name for name, _ in headers][:4] == ["v", "f", "t", "i"]
 
@@ -834,7 +834,7 @@ def test_new_request_takes_parsed_values_and_round_trips() -> None:
     assert again.cseq == CSeq(42, "OPTIONS")
     assert again.max_forwards == 10
     assert again.top_via.branch == "z9hG4bK-new-1"
-    assert again.top_via.rport is True
+    assert again.top_via.rport_requested
     assert again.from_addr.tag == "n1"
     assert again.from_addr.display_name == "Alice"
     assert again.to_addr.tag is None

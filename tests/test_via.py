@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -178,12 +179,12 @@ def test_ipv4_mapped_sent_by() -> None:
 
 
 def test_rport_states() -> None:
-    assert parse_via("SIP/2.0/UDP h;branch=z9hG4bK1").rport is None
+    absent = parse_via("SIP/2.0/UDP h;branch=z9hG4bK1")
+    assert (absent.rport, absent.rport_requested) == (None, False)
     requested = parse_via("SIP/2.0/UDP h;branch=z9hG4bK1;rport")
-    assert requested.rport is True
+    assert (requested.rport, requested.rport_requested) == (None, True)
     filled = parse_via("SIP/2.0/UDP h;branch=z9hG4bK1;rport=5070;received=10.0.0.1")
-    assert filled.rport == 5070
-    assert filled.rport is not True
+    assert (filled.rport, filled.rport_requested) == (5070, True)
     assert filled.received == "10.0.0.1"
 
 
@@ -221,7 +222,8 @@ def test_with_source_rules() -> None:
 def test_build() -> None:
     via = Via.build("udp", "192.0.2.4", 5060, "z9hG4bK74bf9")
     assert str(via) == "SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK74bf9;rport"
-    assert (via.transport, via.branch, via.rport) == ("UDP", "z9hG4bK74bf9", True)
+    assert (via.transport, via.branch, via.rport, via.rport_requested) == (
+        "UDP", "z9hG4bK74bf9", None, True)
     assert str(Via.build("TLS", "2001:db8::1", None, "z9hG4bKa", rport=False)) == (
         "SIP/2.0/TLS [2001:db8::1];branch=z9hG4bKa"
     )
@@ -246,8 +248,8 @@ def test_ttl_and_maddr() -> None:
 
 def test_parsed_object_has_every_field() -> None:
     via = parse_via("SIP/2.0/UDP h:1;branch=z9hG4bK1;rport=2;received=1.2.3.4")
-    for slot in Via.__slots__:
-        getattr(via, slot)
+    for field in dataclasses.fields(Via):
+        getattr(via, field.name)
     rebuilt = Via(transport=via.transport, host=via.host, port=via.port, params=via.params)
     assert repr(rebuilt) == repr(via)
     assert rebuilt == via

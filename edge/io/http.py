@@ -42,6 +42,7 @@ class EdgeStatus:
     started_at: float = field(default_factory=time.monotonic)
     sip: dict[str, str] = field(default_factory=dict)  # transport -> "host:port"
     store: dict[str, str] = field(default_factory=dict)  # backend, edge_id
+    build: str = ""  # "compiled (mypyc)" or why the edge runs its Python sources
     clock: Callable[[], float] = time.monotonic
 
     def health(self) -> dict[str, Any]:
@@ -51,6 +52,7 @@ class EdgeStatus:
             "uptime_s": round(self.clock() - self.started_at, 3),
             "sip": dict(self.sip),
             "store": dict(self.store),
+            "build": self.build,
         }
 
 

@@ -155,10 +155,10 @@ class Registrar:
             response = await self._register(request, event.peer)
         except SipParseError as exc:
             response = make_response(request, exc.status, exc.reason, to_tag=self._token())
-        except StoreError as exc:
+        except StoreError as failure:  # not `exc` again: mypyc types a name once per function
             log.warning(
-                "registration store failed: %s", type(exc).__name__,
-                extra={"call_id": request.headers.get("Call-ID"), "reason": str(exc)},
+                "registration store failed: %s", type(failure).__name__,
+                extra={"call_id": request.headers.get("Call-ID"), "reason": str(failure)},
             )
             response = make_response(
                 request, 500, "Registration store unavailable", to_tag=self._token(),

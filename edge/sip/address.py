@@ -16,6 +16,7 @@ from edge.sip.grammar import (
     QUOTED_STRING_RE,
     TOKEN,
     Params,
+    bare_instance,
     bounded_memo,
     cached_text,
     excerpt,
@@ -185,13 +186,12 @@ def _parse_name_addr(value: str) -> NameAddr:
     return _make(uri, display, params, text[: close_at + 1], text)
 
 
-_new = object.__new__
 _set = object.__setattr__
 
 
 def _make(uri: Uri, display: str | None, params: Params, head: str, text: str) -> NameAddr:
     # The constructor of a frozen dataclass costs twice this: parsing is on the hot path.
-    addr: NameAddr = _new(NameAddr)
+    addr: NameAddr = bare_instance(NameAddr)
     _set(addr, "uri", uri)
     _set(addr, "display_name", display)
     _set(addr, "params", params)

@@ -539,9 +539,7 @@ def _via_destination(via: Via) -> Peer:
 
 def _via_address(via: Via) -> Address:
     host = via.received or via.host.strip("[]")
-    port = via.rport if isinstance(via.rport, int) and via.rport is not True else None
-    if port is None:
-        port = via.port or 5060
+    port = via.rport or via.port or 5060
     return host, port
 
 

@@ -462,6 +462,13 @@ def bounded_memo(parse: Callable[[str], T], max_size: int) -> Callable[[str], T]
     return memoised
 
 
+def bare_instance(cls: type[T]) -> T:
+    """An instance of `cls` with no field set: the parsers fill their frozen dataclasses through
+    `object.__setattr__`, which costs half the constructor on the hot path. Allocated by
+    `cls.__new__`, not `object.__new__`: a class compiled by mypyc must make its own instances."""
+    return cls.__new__(cls)
+
+
 def cached_text(value: Any, render_head: Callable[[], str], params: Params) -> str:
     """The wire text of a frozen `head;params` value (Via, name-addr), rendered once.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, TypeAlias
 
 from edge.sip.errors import SipParseError
 from edge.sip.grammar import (
@@ -18,6 +18,7 @@ from edge.sip.grammar import (
     HOST,
     UNRESERVED,
     Params,
+    bare_instance,
     bounded_memo,
     check_host,
     check_ipv6_reference,
@@ -90,7 +91,6 @@ _VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
 _SCHEME_RE = re.compile("[A-Za-z][A-Za-z0-9+\\-.]*+")
 _ABSOLUTE_REST_RE = re.compile("[A-Za-z0-9\\-._~:/?#\\[\\]@!$&'()*+,;=%]++")
 
-_new = object.__new__
 _set = object.__setattr__
 
 # uri-parameters whose presence in only one URI makes two URIs differ (RFC 3261 §19.1.4).
@@ -313,7 +313,9 @@ class TelUri:
     params: Params = ()
     _text: str | None = field(default=None, repr=False)
 
-    scheme: ClassVar[str] = "tel"
+    @property
+    def scheme(self) -> str:
+        return "tel"
 
     def __str__(self) -> str:
         if self._text is None:
@@ -442,7 +444,7 @@ def _parse_sip(text: str) -> SipUri:
         if not 0 < port < 65536:
             check_port(port_text, _SIP)
     # The constructor of a frozen dataclass costs twice this: parsing is on the hot path.
-    uri: SipUri = _new(SipUri)
+    uri: SipUri = bare_instance(SipUri)
     _set(uri, "scheme", "sip" if scheme == "sip" else scheme.lower())
     _set(uri, "user", None if user_text is None else pct_decode(user_text))
     _set(uri, "password", None if password_text is None else pct_decode(password_text))

@@ -15,6 +15,7 @@ from edge.sip.grammar import (
     HOST,
     TOKEN,
     Params,
+    bare_instance,
     cached_text,
     check_host,
     check_ip_address,
@@ -55,8 +56,8 @@ class Via:
     when absent, `params` are as written. `branch`, `received` and `rport` are read from the
     parameters (and validated) when the Via is made.
 
-    `rport` is None when absent, True when present without a value (the client asks for it,
-    RFC 3581 §3) and the port number when the server filled it in: test with ``is True``.
+    `rport_requested` is True when the ``rport`` parameter is present (the client asks for it,
+    RFC 3581 §3); `rport` is its port number once a server filled it in, else None.
     """
 
     transport: str
@@ -69,13 +70,15 @@ class Via:
     _text: str | None = field(default=None, repr=False, compare=False)
     branch: str | None = field(default=None, init=False, compare=False)
     received: str | None = field(default=None, init=False, compare=False)
-    rport: int | bool | None = field(default=None, init=False, compare=False)
+    rport: int | None = field(default=None, init=False, compare=False)
+    rport_requested: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        branch, received, rport = _scan_params(self.params)
+        branch, received, rport, requested = _scan_params(self.params)
         _set(self, "branch", branch)
         _set(self, "received", received)
         _set(self, "rport", rport)
+        _set(self, "rport_requested", requested)
 
     def __str__(self) -> str:
         return cached_text(self, self._render_head, self.params)
@@ -127,22 +130,23 @@ class Via:
         RFC 3581 §4): ``received`` when sent-by is not that IP address or when ``rport`` was
         asked for, and ``rport=port`` when it was asked for."""
         host = host.strip("[]")
-        if self.rport is not None:
+        if self.rport_requested:
             params = _stamped(self.params, host, str(port))
-            rport: int | bool | None = port
+            rport: int | None = port
         elif host_key(self.host) != host_key(host):
             params = _stamped(self.params, host, None)
             rport = self.rport
         else:
             return self
         # One copy without re-validating what this Via already passed (this runs per request).
-        stamped = object.__new__(Via)
+        stamped = bare_instance(Via)
         for name in _COPIED_FIELDS:
             object.__setattr__(stamped, name, getattr(self, name))
         object.__setattr__(stamped, "params", params)
         object.__setattr__(stamped, "_text", None)
         object.__setattr__(stamped, "received", host)
         object.__setattr__(stamped, "rport", rport)
+        object.__setattr__(stamped, "rport_requested", self.rport_requested)
         return stamped
 
     def _with_param(self, name: str, value: str | None) -> Via:
@@ -176,15 +180,15 @@ class Via:
         return cls(transport=transport.upper(), host=host, port=port, params=params)
 
 
-_new = object.__new__
 _set = object.__setattr__
 
 
-def _scan_params(params: Params) -> tuple[str | None, str | None, int | bool | None]:
+def _scan_params(params: Params) -> tuple[str | None, str | None, int | None, bool]:
     """Validate the via-params RFC 3261 §20.42 / RFC 3581 define; return branch, received,
-    rport (first occurrence of each)."""
+    rport (first occurrence of each), and whether rport is present."""
     branch = received = None
-    rport: int | bool | None = None
+    rport: int | None = None
+    requested = False
     for name, value in params:
         lowered = name if name == "branch" else name.lower()
         if lowered == "branch":
@@ -194,8 +198,9 @@ def _scan_params(params: Params) -> tuple[str | None, str | None, int | bool | N
                 branch = value
         elif lowered == "rport":
             # response-port = "rport" [EQUAL 1*DIGIT] (RFC 3581 §3)
-            if rport is None:
-                rport = True if value is None else check_port(value, f"{_WHAT}: rport")
+            if not requested:
+                requested = True
+                rport = None if value is None else check_port(value, f"{_WHAT}: rport")
         elif lowered == "received":
             if value is None:
                 raise SipParseError(f"{_WHAT}: received without a value")
@@ -210,7 +215,7 @@ def _scan_params(params: Params) -> tuple[str | None, str | None, int | bool | N
             if value is None:
                 raise SipParseError(f"{_WHAT}: maddr without a value")
             check_host(value, _WHAT)
-    return branch, received, rport
+    return branch, received, rport, requested
 
 
 _COPIED_FIELDS = ("transport", "host", "port", "protocol_name", "protocol_version", "_head",
@@ -270,9 +275,9 @@ def parse_via(value: str) -> Via:
         if not 0 < port < 65536:
             check_port(port_text, _WHAT)
     params = parse_params(rest, _WHAT) if rest else ()
-    branch, received, rport = _scan_params(params)
+    branch, received, rport, requested = _scan_params(params)
     # The constructor of a frozen dataclass costs twice this: parsing is on the hot path.
-    via: Via = _new(Via)
+    via: Via = bare_instance(Via)
     _set(via, "transport", transport if transport in _UPPER_TRANSPORTS else transport.upper())
     _set(via, "host", host)
     _set(via, "port", port)
@@ -284,6 +289,7 @@ def parse_via(value: str) -> Via:
     _set(via, "branch", branch)
     _set(via, "received", received)
     _set(via, "rport", rport)
+    _set(via, "rport_requested", requested)
     return via
 
 
