@@ -17,56 +17,63 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
 _HERE = Path(__file__).resolve().parent
+MANIFEST = _HERE / "_compiled.json"
 
 
-def _compiled_state() -> tuple[bool, str, frozenset[str]]:
-    """(use the compiled modules?, why, the compiled sources relative to this package)."""
-    manifest = _HERE / "_compiled.json"
-    if not manifest.exists():
-        return False, "pure Python (not compiled: scripts/compile.py)", frozenset()
+def build_record(sources: Iterable[Path]) -> dict[str, object]:
+    """What `_compiled.json` holds for a build of `sources` (files of this package): the
+    interpreter it is for and each source's SHA-256. scripts/compile.py writes it; the check
+    below compares it with the sources as they are now."""
+    return {
+        "cache_tag": sys.implementation.cache_tag,
+        "sources": {path.relative_to(_HERE).as_posix(): _digest(path) for path in sources},
+    }
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _compiled_state() -> tuple[bool, str]:
+    """(use the compiled modules?, why)."""
+    if not MANIFEST.exists():
+        return False, "pure Python (not compiled: scripts/compile.py)"
+    if os.environ.get("SDPBX_PURE_PYTHON") == "1":
+        return False, "pure Python (SDPBX_PURE_PYTHON=1)"
     try:
-        record = json.loads(manifest.read_text())
-        sources: dict[str, str] = record["sources"]
-        names = frozenset(sources)
-        if os.environ.get("SDPBX_PURE_PYTHON") == "1":
-            return False, "pure Python (SDPBX_PURE_PYTHON=1)", names
+        record = json.loads(MANIFEST.read_text())
         if record.get("cache_tag") != sys.implementation.cache_tag:
-            return False, "pure Python (compiled for another interpreter)", names
-        for name, digest in sources.items():
-            if hashlib.sha256((_HERE / name).read_bytes()).hexdigest() != digest:
-                return False, f"pure Python (edge/{name} changed since compiled)", names
+            return False, "pure Python (compiled for another interpreter)"
+        for name, digest in record["sources"].items():
+            if _digest(_HERE / name) != digest:
+                return False, f"pure Python (edge/{name} changed since compiled)"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        # A broken record: every extension module beside a source is suspect.
-        names = frozenset(path.relative_to(_HERE).as_posix().split(".", 1)[0] + ".py"
-                          for path in _HERE.rglob("*.so"))
-        return False, f"pure Python (unreadable {manifest.name}: {error})", names
-    return True, "compiled (mypyc)", names
+        return False, f"pure Python (unreadable {MANIFEST.name}: {error})"
+    return True, "compiled (mypyc)"
 
 
 class _SourcesFirst(importlib.abc.MetaPathFinder):
-    """Finds the compiled modules of this package in their .py files instead."""
-
-    def __init__(self, sources: frozenset[str]) -> None:
-        self._sources = sources
+    """Finds every module of this package in its .py file, passing over an extension module
+    beside it."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         top, _, rest = fullname.partition(".")
-        relative = rest.replace(".", "/") + ".py"
-        if top != __name__ or relative not in self._sources:
+        source = _HERE / (rest.replace(".", "/") + ".py")
+        if top != __name__ or not rest or not source.is_file():
             return None
-        return importlib.util.spec_from_file_location(fullname, _HERE / relative)
+        return importlib.util.spec_from_file_location(fullname, source)
 
 
-COMPILED, BUILD, _SOURCES = _compiled_state()
-if not COMPILED and _SOURCES:
-    sys.meta_path.insert(0, _SourcesFirst(_SOURCES))
+COMPILED, BUILD = _compiled_state()
+if not COMPILED and (MANIFEST.exists() or any(_HERE.glob("native__mypyc.*"))):
+    sys.meta_path.insert(0, _SourcesFirst())
 
 
 def running_compiled() -> bool:

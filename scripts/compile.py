@@ -19,7 +19,6 @@ one changed since (or with SDPBX_PURE_PYTHON=1), so an edit is never shadowed by
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,8 +29,11 @@ import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the checkout's edge
+
+from edge import MANIFEST, build_record  # noqa: E402 - after the path it comes from
+
 PACKAGE = ROOT / "edge"
-MANIFEST = PACKAGE / "_compiled.json"
 GROUP = "edge.native"  # mypyc's shared library for the group: edge/native__mypyc.*.so
 
 # What runs per message, per call and per registration: the sans-IO SIP core whole, the PBX
@@ -49,16 +51,6 @@ MODULES = (
 def sources() -> list[Path]:
     found = {path for pattern in MODULES for path in PACKAGE.glob(pattern)}
     return sorted(path for path in found if path.name != "__init__.py")
-
-
-def wanted_manifest() -> dict[str, object]:
-    return {
-        "cache_tag": sys.implementation.cache_tag,
-        "sources": {
-            path.relative_to(PACKAGE).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sources()
-        },
-    }
 
 
 def built_files() -> list[Path]:
@@ -115,7 +107,7 @@ def compile_modules() -> int:
         print(result.stdout[-4000:], result.stderr[-4000:], sep="\n", file=sys.stderr)
         print("compile: mypyc failed; the edge runs its Python sources", file=sys.stderr)
         return 1
-    MANIFEST.write_text(json.dumps(wanted_manifest(), indent=1, sort_keys=True) + "\n")
+    MANIFEST.write_text(json.dumps(build_record(sources()), indent=1, sort_keys=True) + "\n")
     print(f"compile: done ({len(modules)} modules)")
     return 0
 
@@ -129,7 +121,7 @@ def main() -> int:
         clean()
         print("compile: removed the compiled modules; the edge runs its Python sources")
         return 0
-    up_to_date = MANIFEST.exists() and json.loads(MANIFEST.read_text()) == wanted_manifest()
+    up_to_date = MANIFEST.exists() and json.loads(MANIFEST.read_text()) == build_record(sources())
     if up_to_date and not args.force:
         print("compile: the compiled modules are up to date")
         return 0
