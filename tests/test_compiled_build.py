@@ -7,6 +7,7 @@ succeeded, so there a missing or silently unused build fails here instead of goi
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -77,3 +78,46 @@ def test_an_edited_source_sends_every_module_back_to_python(tmp_path: Path) -> N
     assert build == "pure Python (edge/sip/via.py changed since compiled)"
     # not only via.py: the compiled modules would call the stale compiled via directly
     assert all(name.endswith(".py") and name.startswith(str(copy)) for name in files)
+
+
+def _dataclass_keywords(node: ast.ClassDef) -> dict[str, ast.expr] | None:
+    for decorator in node.decorator_list:
+        if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "dataclass":
+            return {k.arg: k.value for k in decorator.keywords if k.arg}
+    return None
+
+
+def test_hand_written_dataclass_inits_set_every_field() -> None:
+    """A hot dataclass of a compiled module writes its own `__init__` (`init=False`): compiled,
+    a generated one runs as interpreted code, ~20x slower (docs/architecture.md). Such an
+    `__init__` must set every field, also one added later."""
+    checked = 0
+    for path in sorted((ROOT / "edge").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            keywords = _dataclass_keywords(node)
+            if keywords is None:
+                continue
+            init = next((item for item in node.body if isinstance(item, ast.FunctionDef)
+                         and item.name == "__init__"), None)
+            if init is None:
+                continue
+            where = f"{path.relative_to(ROOT)}: {node.name}"
+            flag = keywords.get("init")
+            assert isinstance(flag, ast.Constant) and flag.value is False, (
+                f"{where} writes __init__: say init=False")
+            assert "frozen" not in keywords, f"{where}: Final fields, not frozen=True"
+            fields = [item.target.id for item in node.body
+                      if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+                      and "ClassVar" not in ast.unparse(item.annotation)]
+            assigned = {target.attr for statement in ast.walk(init)
+                        if isinstance(statement, (ast.Assign, ast.AnnAssign))
+                        for target in (statement.targets if isinstance(statement, ast.Assign)
+                                       else [statement.target])
+                        if isinstance(target, ast.Attribute)
+                        and getattr(target.value, "id", "") == "self"}
+            missing = [name for name in fields if name not in assigned]
+            assert not missing, f"{where}.__init__ does not set {missing}"
+            checked += 1
+    assert checked >= 8

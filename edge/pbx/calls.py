@@ -22,8 +22,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol
 
 from edge.pbx.auth import Authenticated, Drop, outcome_response
 from edge.pbx.bindings import Target
@@ -183,26 +183,42 @@ class CallSettings:
     recording_dir: str | None = None  # where recordings are written while the call runs
 
 
-@dataclass(slots=True, frozen=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Destination:
     """One B-leg to try: where the INVITE goes and what it says."""
 
-    request_uri: str
-    to_uri: str
-    peer: Peer
-    route: tuple[str, ...] = ()
-    trunk: str | None = None
-    label: str = ""  # what hangupMessages call this target
+    request_uri: Final[str]
+    to_uri: Final[str]
+    peer: Final[Peer]
+    route: Final[tuple[str, ...]]
+    trunk: Final[str | None]
+    label: Final[str]  # what hangupMessages call this target
+
+    def __init__(
+        self, *, request_uri: str, to_uri: str, peer: Peer, route: tuple[str, ...] = (),
+        trunk: str | None = None, label: str = "",
+    ) -> None:
+        self.request_uri = request_uri
+        self.to_uri = to_uri
+        self.peer = peer
+        self.route = route
+        self.trunk = trunk
+        self.label = label
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class LegEvent:
-    timestamp: float
-    leg: str
-    event: str
+    timestamp: Final[float]
+    leg: Final[str]
+    event: Final[str]
+
+    def __init__(self, timestamp: float, leg: str, event: str) -> None:
+        self.timestamp = timestamp
+        self.leg = leg
+        self.event = event
 
 
-@dataclass(slots=True, eq=False, kw_only=True)
+@dataclass(slots=True, eq=False, init=False)
 class OutboundLeg:
     """One B-leg attempt (one INVITE client transaction, later one dialog)."""
 
@@ -211,16 +227,37 @@ class OutboundLeg:
     invite: Request
     transaction_id: int
     leg_id: str
-    state: Literal["calling", "proceeding", "answered", "failed", "cancelled"] = "calling"
-    dialog: Dialog | None = None
-    cancel_pending: bool = False
-    auth_tried: bool = False
-    ack: Request | None = None
-    final_status: int | None = None
-    extra: tuple[tuple[str, str], ...] = ()  # headers this leg's INVITE carries (and a retry)
+    state: Literal["calling", "proceeding", "answered", "failed", "cancelled"]
+    dialog: Dialog | None
+    cancel_pending: bool
+    auth_tried: bool
+    ack: Request | None
+    final_status: int | None
+    extra: tuple[tuple[str, str], ...]  # headers this leg's INVITE carries (and a retry)
+
+    def __init__(
+        self, *, call: Call, destination: Destination, invite: Request, transaction_id: int,
+        leg_id: str,
+        state: Literal["calling", "proceeding", "answered", "failed", "cancelled"] = "calling",
+        dialog: Dialog | None = None, cancel_pending: bool = False, auth_tried: bool = False,
+        ack: Request | None = None, final_status: int | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.call = call
+        self.destination = destination
+        self.invite = invite
+        self.transaction_id = transaction_id
+        self.leg_id = leg_id
+        self.state = state
+        self.dialog = dialog
+        self.cancel_pending = cancel_pending
+        self.auth_tried = auth_tried
+        self.ack = ack
+        self.final_status = final_status
+        self.extra = extra
 
 
-@dataclass(slots=True, eq=False, kw_only=True)
+@dataclass(slots=True, eq=False, init=False)
 class _Relayed:
     """An in-dialog request carried from one leg to the other, waiting for its answer."""
 
@@ -229,8 +266,16 @@ class _Relayed:
     server_transaction_id: int
     request: Request
 
+    def __init__(
+        self, *, call: Call, origin: LegName, server_transaction_id: int, request: Request,
+    ) -> None:
+        self.call = call
+        self.origin = origin
+        self.server_transaction_id = server_transaction_id
+        self.request = request
 
-@dataclass(slots=True, eq=False, kw_only=True)
+
+@dataclass(slots=True, eq=False, init=False)
 class _LocalOffer:
     """A re-INVITE of our own to one leg (hold / resume), waiting for its answer."""
 
@@ -238,8 +283,13 @@ class _LocalOffer:
     leg: LegName
     on_hold: bool
 
+    def __init__(self, *, call: Call, leg: LegName, on_hold: bool) -> None:
+        self.call = call
+        self.leg = leg
+        self.on_hold = on_hold
 
-@dataclass(slots=True, eq=False, kw_only=True)
+
+@dataclass(slots=True, eq=False, init=False)
 class _Retransmit:
     """A 2xx to an INVITE we keep sending until its ACK (RFC 3261 §13.3.1.4)."""
 
@@ -247,10 +297,20 @@ class _Retransmit:
     response: Response
     interval: float
     deadline: float
-    handle: asyncio.TimerHandle | None = None
+    handle: asyncio.TimerHandle | None
+
+    def __init__(
+        self, *, transaction_id: int, response: Response, interval: float, deadline: float,
+        handle: asyncio.TimerHandle | None = None,
+    ) -> None:
+        self.transaction_id = transaction_id
+        self.response = response
+        self.interval = interval
+        self.deadline = deadline
+        self.handle = handle
 
 
-@dataclass(slots=True, eq=False, kw_only=True)
+@dataclass(slots=True, eq=False, init=False)
 class Call:
     """One call's whole state. Times are Unix seconds (wall clock) for records and CDRs."""
 
@@ -259,57 +319,136 @@ class Call:
     server_transaction_id: int
     peer: Peer
     a_tag: str
-    direction: Direction = "internal"
-    caller: str = ""
-    callee: str = ""
-    from_number: str = ""
-    to_number: str = ""
-    source_trunk: str | None = None
-    username: str | None = None
-    phase: CallPhase = "trying"
-    created_at: float = 0.0
-    ring_at: float | None = None
-    answered_at: float | None = None
-    ended_at: float | None = None
-    decision: RouteDecision | None = None
-    groups: list[list[Destination]] = field(default_factory=list)
-    legs: list[OutboundLeg] = field(default_factory=list)
-    answered: OutboundLeg | None = None
-    a_dialog: Dialog | None = None
-    media: CallMedia | None = None
-    record: bool = False
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    retransmit: _Retransmit | None = None
-    pending_ack_sdp: OutboundLeg | None = None  # late offer: B's ACK waits for A's answer
-    relaying: _Relayed | None = None
-    local_offer: _LocalOffer | None = None  # our own re-INVITE in progress
-    transferring: OutboundLeg | None = None  # a blind transfer's new B-leg, ringing
-    trunks_held: list[str] = field(default_factory=list)
-    status_code: int | None = None
-    hangup_reason: str | None = None
-    hangup_messages: list[dict[str, Any]] = field(default_factory=list)
-    last_error: tuple[int, str] | None = None
-    timeline: list[LegEvent] = field(default_factory=list)
-    recording: Any = None  # what the media layer returned for the recording, if any
-    version: int = 0  # the call record's version in the store (the sink keeps it)
-    sdp_sent: dict[str, bytes] = field(default_factory=dict)  # last SDP we sent each leg
-    held: set[str] = field(default_factory=set)  # legs we put on hold (command)
-    store_data: dict[str, Any] = field(default_factory=dict)  # kept in the call record
+    direction: Direction
+    caller: str
+    callee: str
+    from_number: str
+    to_number: str
+    source_trunk: str | None
+    username: str | None
+    phase: CallPhase
+    created_at: float
+    ring_at: float | None
+    answered_at: float | None
+    ended_at: float | None
+    decision: RouteDecision | None
+    groups: list[list[Destination]]
+    legs: list[OutboundLeg]
+    answered: OutboundLeg | None
+    a_dialog: Dialog | None
+    media: CallMedia | None
+    record: bool
+    timers: dict[str, asyncio.TimerHandle]
+    retransmit: _Retransmit | None
+    pending_ack_sdp: OutboundLeg | None  # late offer: B's ACK waits for A's answer
+    relaying: _Relayed | None
+    local_offer: _LocalOffer | None  # our own re-INVITE in progress
+    transferring: OutboundLeg | None  # a blind transfer's new B-leg, ringing
+    trunks_held: list[str]
+    status_code: int | None
+    hangup_reason: str | None
+    hangup_messages: list[dict[str, Any]]
+    last_error: tuple[int, str] | None
+    timeline: list[LegEvent]
+    recording: Any  # what the media layer returned for the recording, if any
+    version: int  # the call record's version in the store (the sink keeps it)
+    sdp_sent: dict[str, bytes]  # last SDP we sent each leg
+    held: set[str]  # legs we put on hold (command)
+    store_data: dict[str, Any]  # kept in the call record
     # A call placed for an application: nobody is on leg a until a `connect` puts a party
     # there (a UAC dialog of ours); the application hears of the call through `hooks`.
-    origin: Literal["sip", "api"] = "sip"
-    hooks: CallHooks | None = None
-    extra_headers: tuple[tuple[str, str], ...] = ()
-    ring_time_s: float | None = None
-    max_duration_s: float | None = None
-    remote_sdp: dict[str, bytes] = field(default_factory=dict)  # the last SDP each leg sent
-    connecting: OutboundLeg | None = None
-    connect_result: asyncio.Future[ConnectResult] | None = None
+    origin: Literal["sip", "api"]
+    hooks: CallHooks | None
+    extra_headers: tuple[tuple[str, str], ...]
+    ring_time_s: float | None
+    max_duration_s: float | None
+    remote_sdp: dict[str, bytes]  # the last SDP each leg sent
+    connecting: OutboundLeg | None
+    connect_result: asyncio.Future[ConnectResult] | None
     # The leg whose party the edge itself talks to (an application's call), its codec and
     # the media engine's endpoint there; a `connect` hands the leg back to the relay.
-    app_leg: LegName | None = None
-    codec: NegotiatedCodec | None = None
-    endpoint: Any = None
+    app_leg: LegName | None
+    codec: NegotiatedCodec | None
+    endpoint: Any
+
+    def __init__(
+        self, *, call_id: str, invite: Request, server_transaction_id: int, peer: Peer, a_tag: str,
+        direction: Direction = "internal", caller: str = "", callee: str = "",
+        from_number: str = "", to_number: str = "", source_trunk: str | None = None,
+        username: str | None = None, phase: CallPhase = "trying", created_at: float = 0.0,
+        ring_at: float | None = None, answered_at: float | None = None,
+        ended_at: float | None = None, decision: RouteDecision | None = None,
+        groups: list[list[Destination]] | None = None, legs: list[OutboundLeg] | None = None,
+        answered: OutboundLeg | None = None, a_dialog: Dialog | None = None,
+        media: CallMedia | None = None, record: bool = False,
+        timers: dict[str, asyncio.TimerHandle] | None = None,
+        retransmit: _Retransmit | None = None, pending_ack_sdp: OutboundLeg | None = None,
+        relaying: _Relayed | None = None, local_offer: _LocalOffer | None = None,
+        transferring: OutboundLeg | None = None, trunks_held: list[str] | None = None,
+        status_code: int | None = None, hangup_reason: str | None = None,
+        hangup_messages: list[dict[str, Any]] | None = None,
+        last_error: tuple[int, str] | None = None, timeline: list[LegEvent] | None = None,
+        recording: Any = None, version: int = 0, sdp_sent: dict[str, bytes] | None = None,
+        held: set[str] | None = None, store_data: dict[str, Any] | None = None,
+        origin: Literal["sip", "api"] = "sip", hooks: CallHooks | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (), ring_time_s: float | None = None,
+        max_duration_s: float | None = None, remote_sdp: dict[str, bytes] | None = None,
+        connecting: OutboundLeg | None = None,
+        connect_result: asyncio.Future[ConnectResult] | None = None,
+        app_leg: LegName | None = None, codec: NegotiatedCodec | None = None, endpoint: Any = None,
+    ) -> None:
+        self.call_id = call_id
+        self.invite = invite
+        self.server_transaction_id = server_transaction_id
+        self.peer = peer
+        self.a_tag = a_tag
+        self.direction = direction
+        self.caller = caller
+        self.callee = callee
+        self.from_number = from_number
+        self.to_number = to_number
+        self.source_trunk = source_trunk
+        self.username = username
+        self.phase = phase
+        self.created_at = created_at
+        self.ring_at = ring_at
+        self.answered_at = answered_at
+        self.ended_at = ended_at
+        self.decision = decision
+        self.groups = list() if groups is None else groups
+        self.legs = list() if legs is None else legs
+        self.answered = answered
+        self.a_dialog = a_dialog
+        self.media = media
+        self.record = record
+        self.timers = dict() if timers is None else timers
+        self.retransmit = retransmit
+        self.pending_ack_sdp = pending_ack_sdp
+        self.relaying = relaying
+        self.local_offer = local_offer
+        self.transferring = transferring
+        self.trunks_held = list() if trunks_held is None else trunks_held
+        self.status_code = status_code
+        self.hangup_reason = hangup_reason
+        self.hangup_messages = list() if hangup_messages is None else hangup_messages
+        self.last_error = last_error
+        self.timeline = list() if timeline is None else timeline
+        self.recording = recording
+        self.version = version
+        self.sdp_sent = dict() if sdp_sent is None else sdp_sent
+        self.held = set() if held is None else held
+        self.store_data = dict() if store_data is None else store_data
+        self.origin = origin
+        self.hooks = hooks
+        self.extra_headers = extra_headers
+        self.ring_time_s = ring_time_s
+        self.max_duration_s = max_duration_s
+        self.remote_sdp = dict() if remote_sdp is None else remote_sdp
+        self.connecting = connecting
+        self.connect_result = connect_result
+        self.app_leg = app_leg
+        self.codec = codec
+        self.endpoint = endpoint
 
     @property
     def ended(self) -> bool:

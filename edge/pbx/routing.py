@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from edge.sip.errors import SipParseError
 from edge.sip.grammar import host_key
@@ -59,10 +59,6 @@ _PLACEHOLDER = re.compile(r"\{([0-9]+)\}")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-def _no_extensions() -> Mapping[str, Any]:
-    return _EMPTY
-
-
 def _uri_parts(uri: Uri) -> tuple[str, str, str]:
     """(user, host in comparison form, port as written or "") of any URI we may be given."""
     if isinstance(uri, SipUri):
@@ -75,7 +71,7 @@ def _uri_parts(uri: Uri) -> tuple[str, str, str]:
 # --- the facts a route matches on ----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class CallFacts:
     """What routing looks at in a new INVITE. Users are %-decoded; hosts lower-cased (IPv6
     compressed); ports as written, "" when the URI has none (no default port is assumed).
@@ -86,19 +82,39 @@ class CallFacts:
     `header.NAME` keys.
     """
 
-    call_id: str = ""
-    from_user: str = ""
-    from_host: str = ""
-    from_uri: str = ""
-    to_user: str = ""
-    to_host: str = ""
-    to_port: str = ""
-    to_uri: str = ""
-    request_uri_user: str = ""
-    request_uri_host: str = ""
-    request_uri_port: str = ""
-    source_trunk: str | None = None
-    headers: Headers = field(default_factory=Headers, repr=False, compare=False)
+    call_id: Final[str]
+    from_user: Final[str]
+    from_host: Final[str]
+    from_uri: Final[str]
+    to_user: Final[str]
+    to_host: Final[str]
+    to_port: Final[str]
+    to_uri: Final[str]
+    request_uri_user: Final[str]
+    request_uri_host: Final[str]
+    request_uri_port: Final[str]
+    source_trunk: Final[str | None]
+    headers: Headers = field(repr=False, compare=False)
+
+    def __init__(
+        self, *, call_id: str = "", from_user: str = "", from_host: str = "", from_uri: str = "",
+        to_user: str = "", to_host: str = "", to_port: str = "", to_uri: str = "",
+        request_uri_user: str = "", request_uri_host: str = "", request_uri_port: str = "",
+        source_trunk: str | None = None, headers: Headers | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.from_user = from_user
+        self.from_host = from_host
+        self.from_uri = from_uri
+        self.to_user = to_user
+        self.to_host = to_host
+        self.to_port = to_port
+        self.to_uri = to_uri
+        self.request_uri_user = request_uri_user
+        self.request_uri_host = request_uri_host
+        self.request_uri_port = request_uri_port
+        self.source_trunk = source_trunk
+        self.headers = Headers() if headers is None else headers
 
     @classmethod
     def from_request(cls, request: Request, source_trunk: str | None) -> CallFacts:
@@ -176,27 +192,42 @@ def _getter(key: str) -> Callable[[CallFacts], str | None]:
 # --- what routing decides -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class RouteTarget:
     """One place to ring. `aor` is set when the target is one of our users: the B2BUA looks it
     up in the registrar (`uri` is then the address as the router wrote it). `trunk` names the
     trunk the target belongs to (its credentials and limits apply)."""
 
-    uri: str
-    trunk: str | None = None
-    aor: str | None = None
+    uri: Final[str]
+    trunk: Final[str | None]
+    aor: Final[str | None]
+
+    def __init__(self, uri: str, trunk: str | None = None, aor: str | None = None) -> None:
+        self.uri = uri
+        self.trunk = trunk
+        self.aor = aor
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Rewrite:
     """Caller and callee numbers before and after routing (the CDR's `rewrite`), and every
     field a route rewrote (`("to.user", "+4930...")`, `("header.X-Foo", "1")`...)."""
 
-    caller_original: str = ""
-    caller_final: str = ""
-    callee_original: str = ""
-    callee_final: str = ""
-    fields: tuple[tuple[str, str], ...] = ()
+    caller_original: Final[str]
+    caller_final: Final[str]
+    callee_original: Final[str]
+    callee_final: Final[str]
+    fields: Final[tuple[tuple[str, str], ...]]
+
+    def __init__(
+        self, *, caller_original: str = "", caller_final: str = "", callee_original: str = "",
+        callee_final: str = "", fields: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.caller_original = caller_original
+        self.caller_final = caller_final
+        self.callee_original = callee_original
+        self.callee_final = callee_final
+        self.fields = fields
 
     @classmethod
     def identity(cls, facts: CallFacts) -> Rewrite:
@@ -204,7 +235,7 @@ class Rewrite:
                    callee_original=facts.callee_user, callee_final=facts.callee_user)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class RouteDecision:
     """What to do with a new call.
 
@@ -219,27 +250,61 @@ class RouteDecision:
     `rtp_timeout_s` are None when the router did not say. `trunk` is the first target's trunk.
     """
 
-    action: Action
-    targets: tuple[RouteTarget, ...] = ()
-    strategy: Strategy = "sequential"
-    status: int = 0
-    reason: str | None = None
-    record: bool | None = None
-    timeout_s: float | None = None
-    max_ring_time_s: float | None = None
-    rtp_timeout_s: float | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    with_original_headers: bool = False
-    extensions: Mapping[str, Any] = field(default_factory=_no_extensions)
-    allow_codecs: tuple[str, ...] = ()
-    steps: tuple[Mapping[str, Any], ...] | None = None
-    answer_url: str | None = None  # answer: where the steps come from, when not given
-    fallback_answer_url: str | None = None
-    event_url: str | None = None  # answer: where the call's events go
-    route_name: str | None = None
-    trunk: str | None = None
-    rewrite: Rewrite = field(default_factory=Rewrite)
-    source: Source = "static"
+    action: Final[Action]
+    targets: Final[tuple[RouteTarget, ...]]
+    strategy: Final[Strategy]
+    status: Final[int]
+    reason: Final[str | None]
+    record: Final[bool | None]
+    timeout_s: Final[float | None]
+    max_ring_time_s: Final[float | None]
+    rtp_timeout_s: Final[float | None]
+    headers: Final[tuple[tuple[str, str], ...]]
+    with_original_headers: Final[bool]
+    extensions: Final[Mapping[str, Any]]
+    allow_codecs: Final[tuple[str, ...]]
+    steps: Final[tuple[Mapping[str, Any], ...] | None]
+    answer_url: Final[str | None]  # answer: where the steps come from, when not given
+    fallback_answer_url: Final[str | None]
+    event_url: Final[str | None]  # answer: where the call's events go
+    route_name: Final[str | None]
+    trunk: Final[str | None]
+    rewrite: Final[Rewrite]
+    source: Final[Source]
+
+    def __init__(
+        self, *, action: Action, targets: tuple[RouteTarget, ...] = (),
+        strategy: Strategy = "sequential", status: int = 0, reason: str | None = None,
+        record: bool | None = None, timeout_s: float | None = None,
+        max_ring_time_s: float | None = None, rtp_timeout_s: float | None = None,
+        headers: tuple[tuple[str, str], ...] = (), with_original_headers: bool = False,
+        extensions: Mapping[str, Any] = _EMPTY, allow_codecs: tuple[str, ...] = (),
+        steps: tuple[Mapping[str, Any], ...] | None = None, answer_url: str | None = None,
+        fallback_answer_url: str | None = None, event_url: str | None = None,
+        route_name: str | None = None, trunk: str | None = None, rewrite: Rewrite | None = None,
+        source: Source = "static",
+    ) -> None:
+        self.action = action
+        self.targets = targets
+        self.strategy = strategy
+        self.status = status
+        self.reason = reason
+        self.record = record
+        self.timeout_s = timeout_s
+        self.max_ring_time_s = max_ring_time_s
+        self.rtp_timeout_s = rtp_timeout_s
+        self.headers = headers
+        self.with_original_headers = with_original_headers
+        self.extensions = extensions
+        self.allow_codecs = allow_codecs
+        self.steps = steps
+        self.answer_url = answer_url
+        self.fallback_answer_url = fallback_answer_url
+        self.event_url = event_url
+        self.route_name = route_name
+        self.trunk = trunk
+        self.rewrite = Rewrite() if rewrite is None else rewrite
+        self.source = source
 
     @classmethod
     def not_handled(cls, facts: CallFacts, *, source: Source = "static",

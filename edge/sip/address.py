@@ -8,7 +8,7 @@ address part byte for byte and rewrites only the parameters.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edge.sip.errors import LocalProtocolError, SipParseError
@@ -19,6 +19,7 @@ from edge.sip.grammar import (
     bare_instance,
     bounded_memo,
     cached_text,
+    evolve,
     excerpt,
     is_token,
     param,
@@ -114,17 +115,17 @@ class NameAddr:
 
     def with_param(self, name: str, value: str | None = None) -> NameAddr:
         """A copy with header parameter `name` set; `value` is written as given."""
-        return replace(self, params=set_param(self.params, name, value), _text=None)
+        return evolve(self, {"params": set_param(self.params, name, value), "_text": None})
 
     def without_params(self, *names: str) -> NameAddr:
         """A copy without the header parameters `names` (case-insensitive)."""
-        return replace(self, params=remove_params(self.params, *names), _text=None)
+        return evolve(self, {"params": remove_params(self.params, *names), "_text": None})
 
     def replace(self, **changes: Any) -> NameAddr:
         """A copy with fields changed (a new `uri` or `display_name` is written in <>)."""
         if "uri" in changes or "display_name" in changes:
             changes.setdefault("_head", None)
-        return replace(self, _text=None, **changes)
+        return evolve(self, {"_text": None, **changes})
 
 
 def parse_name_addr(value: str) -> NameAddr:

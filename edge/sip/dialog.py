@@ -63,7 +63,7 @@ def _is_sips(uri_text: str) -> bool:
     return uri_text[:5].lower() == "sips:"
 
 
-@dataclass(slots=True, eq=False, kw_only=True)
+@dataclass(slots=True, eq=False, init=False)
 class Dialog:
     """One dialog, from our side. Build one with `create_uac` or `create_uas`.
 
@@ -85,10 +85,35 @@ class Dialog:
     is_uac: bool
     state: DialogState
     new_branch: Callable[[], str] = field(repr=False)
-    via_transport: str = "UDP"
+    via_transport: str
     via_host: str
-    via_port: int | None = None
-    local_contact: str | None = None
+    via_port: int | None
+    local_contact: str | None
+
+    def __init__(
+        self, *, call_id: str, local_tag: str, remote_tag: str, local_party: NameAddr,
+        remote_party: NameAddr, remote_target: str, route_set: tuple[str, ...],
+        local_seq: int | None, remote_seq: int | None, secure: bool, is_uac: bool,
+        state: DialogState, new_branch: Callable[[], str], via_transport: str = "UDP",
+        via_host: str, via_port: int | None = None, local_contact: str | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
+        self.local_party = local_party
+        self.remote_party = remote_party
+        self.remote_target = remote_target
+        self.route_set = route_set
+        self.local_seq = local_seq
+        self.remote_seq = remote_seq
+        self.secure = secure
+        self.is_uac = is_uac
+        self.state = state
+        self.new_branch = new_branch
+        self.via_transport = via_transport
+        self.via_host = via_host
+        self.via_port = via_port
+        self.local_contact = local_contact
 
     # --- creation -------------------------------------------------------------------------
 

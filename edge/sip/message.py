@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from edge.sip.address import NameAddr, parse_name_addr
 from edge.sip.errors import SipParseError
@@ -58,12 +59,17 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class CSeq:
     """The CSeq header (RFC 3261 §20.16): a 32-bit sequence number and a method."""
 
-    seq: int
-    method: str
+    seq: Final[int]
+    method: Final[str]
+
+    # Written out rather than generated: see the "Compiled build" rules (docs/architecture.md).
+    def __init__(self, seq: int, method: str) -> None:
+        self.seq = seq
+        self.method = method
 
     @classmethod
     def parse(cls, value: str) -> CSeq:
@@ -221,16 +227,25 @@ class _MessageBase:
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Request(_MessageBase):
     """A SIP request. `uri` is the Request-URI text as received (parse it with `parse_uri`)."""
 
     method: str
     uri: str
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    version: str = SIP_VERSION
-    _parsed_uri: tuple[str, Uri] | None = field(default=None, repr=False)
+    headers: Headers
+    body: bytes
+    version: str
+    _parsed_uri: tuple[str, Uri] | None = field(repr=False)
+
+    def __init__(self, method: str, uri: str, headers: Headers | None = None, body: bytes = b"",
+                 version: str = SIP_VERSION) -> None:
+        self.method = method
+        self.uri = uri
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.version = version
+        self._parsed_uri = None
 
     @property
     def request_uri(self) -> Uri:
@@ -255,15 +270,23 @@ class Request(_MessageBase):
         return Request(self.method, self.uri, self.headers.copy(), self.body, self.version)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Response(_MessageBase):
     """A SIP response."""
 
     status: int
     reason: str
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    version: str = SIP_VERSION
+    headers: Headers
+    body: bytes
+    version: str
+
+    def __init__(self, status: int, reason: str, headers: Headers | None = None,
+                 body: bytes = b"", version: str = SIP_VERSION) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.version = version
 
     def to_bytes(self) -> bytes:
         return self._serialize(f"{self.version} {self.status} {self.reason}")

@@ -23,7 +23,7 @@ import enum
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, Final, Literal, NamedTuple
 
 from edge.sip.errors import LocalProtocolError
 from edge.sip.grammar import host_key
@@ -304,7 +304,7 @@ _NO_INTERVALS: dict[Timer, float] = {}  # shared, never written: see Transaction
 # ------------------------------------------------------------------------------------- outputs
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class SendMessage:
     """The endpoint must put `data` (the serialized `message`) on the wire.
 
@@ -312,50 +312,75 @@ class SendMessage:
     says (the endpoint decides). `retransmission` is True for copies of a message already sent.
     """
 
-    transaction: Transaction
-    message: Request | Response
-    data: bytes
-    retransmission: bool = False
+    transaction: Final[Transaction]
+    message: Final[Request | Response]
+    data: Final[bytes]
+    retransmission: Final[bool]
+
+    def __init__(self, *, transaction: Transaction, message: Request | Response, data: bytes,
+                 retransmission: bool = False) -> None:
+        self.transaction = transaction
+        self.message = message
+        self.data = data
+        self.retransmission = retransmission
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class DeliverRequest:
     """For the TU: the request that created a server transaction, or (INVITE server in
     Accepted, RFC 6026 §8.7) an ACK that matched it."""
 
-    transaction: Transaction
-    request: Request
+    transaction: Final[Transaction]
+    request: Final[Request]
+
+    def __init__(self, *, transaction: Transaction, request: Request) -> None:
+        self.transaction = transaction
+        self.request = request
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class DeliverResponse:
     """For the TU: a response to a client transaction's request (not a retransmission, except
     2xx to INVITE which RFC 6026 §8.4 passes up every time so that the TU re-sends its ACK)."""
 
-    transaction: Transaction
-    response: Response
+    transaction: Final[Transaction]
+    response: Final[Response]
+
+    def __init__(self, *, transaction: Transaction, response: Response) -> None:
+        self.transaction = transaction
+        self.response = response
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class TimedOut:
     """For the TU: no final response (Timer B, F) or no ACK (Timer H)."""
 
-    transaction: Transaction
-    timer: Timer
+    transaction: Final[Transaction]
+    timer: Final[Timer]
+
+    def __init__(self, *, transaction: Transaction, timer: Timer) -> None:
+        self.transaction = transaction
+        self.timer = timer
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class TransportFailed:
     """For the TU: the transport reported a failure to send (§17.1.4, §17.2.4)."""
 
-    transaction: Transaction
+    transaction: Final[Transaction]
+
+    def __init__(self, *, transaction: Transaction) -> None:
+        self.transaction = transaction
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Terminated:
     """The transaction reached Terminated; it is out of its table and must be forgotten."""
 
-    transaction: Transaction
+    transaction: Final[Transaction]
+
+    def __init__(self, *, transaction: Transaction) -> None:
+        self.transaction = transaction
 
 
 TransactionOutput = (

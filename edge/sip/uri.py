@@ -9,7 +9,7 @@ it received. Text is regenerated only for a URI that was built or changed (``rep
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from edge.sip.errors import SipParseError
@@ -24,6 +24,7 @@ from edge.sip.grammar import (
     check_ipv6_reference,
     check_port,
     escape,
+    evolve,
     excerpt,
     format_host_port,
     host_key,
@@ -235,7 +236,7 @@ class SipUri:
             changes.setdefault("_user_text", None)
         if "password" in changes:
             changes.setdefault("_password_text", None)
-        return replace(self, _text=None, **changes)
+        return evolve(self, {"_text": None, **changes})
 
     def with_param(self, name: str, value: str | None = None) -> SipUri:
         """A copy with uri-parameter `name` set (replaced in place or appended).
@@ -257,7 +258,7 @@ class SipUri:
                     break
             else:
                 params.append((wire_name, wire_value))
-        return replace(self, params=tuple(params), _text=None)
+        return evolve(self, {"params": tuple(params), "_text": None})
 
     def without_params(self, *names: str) -> SipUri:
         """A copy without the uri-parameters `names` (case-insensitive)."""
@@ -265,13 +266,13 @@ class SipUri:
         params = tuple((k, v) for k, v in self.params if pct_decode(k).lower() not in lowered)
         if len(params) == len(self.params):
             return self
-        return replace(self, params=params, _text=None)
+        return evolve(self, {"params": params, "_text": None})
 
     def without_headers(self) -> SipUri:
         """A copy without ``?headers`` (RFC 3261 §19.1.5: never in a Request-URI)."""
         if not self.headers:
             return self
-        return replace(self, headers=(), _text=None)
+        return evolve(self, {"headers": (), "_text": None})
 
     # --- RFC 3261 §19.1.4 comparison ----------------------------------------------------
 

@@ -177,7 +177,16 @@ class Via:
         if not is_token(branch):
             raise LocalProtocolError(f"Via branch {branch!r} is not a token")
         params: Params = (("branch", branch), ("rport", None)) if rport else (("branch", branch),)
-        return cls(transport=transport.upper(), host=host, port=port, params=params)
+        # Filled field by field: this runs for every request the edge sends, and the
+        # dataclass constructor would scan the parameters just written (see with_source).
+        via = bare_instance(cls)
+        for name, value in (("transport", transport.upper()), ("host", host), ("port", port),
+                            ("params", params), ("protocol_name", "SIP"),
+                            ("protocol_version", "2.0"), ("_head", None), ("_text", None),
+                            ("branch", branch), ("received", None), ("rport", None),
+                            ("rport_requested", rport)):
+            _set(via, name, value)
+        return via
 
 
 _set = object.__setattr__
