@@ -1,13 +1,14 @@
 """The edge's Prometheus metrics: one registry per `Metrics` object, and cheap hooks for IO code.
 
-The SIP IO code calls plain methods (`metrics.message_received("udp", "request")`). Labelled
-children are bound once and kept in dicts, so a call costs a dict look-up and an increment rather
-than prometheus_client's label resolution on every packet.
+The SIP IO code calls plain methods (`metrics.message_received("udp", "request")`). The
+per-message counters are plain ints that a collector of ours reports when the registry is read:
+a prometheus_client counter takes a lock on every increment, ~3% of the edge's CPU at 600
+calls/s. The other labelled children are bound once and kept in dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +18,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # The classic text exposition format, which every Prometheus version scrapes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -30,6 +33,37 @@ MESSAGE_KINDS = ("request", "response")
 TRANSACTION_KINDS = ("client", "server")
 
 
+class _MessageCounts(Collector):
+    """`sdpbx_sip_messages_{received,sent}_total` from the plain ints `Metrics` keeps (the
+    usual series are reported at 0 before the first message)."""
+
+    def __init__(self, received: dict[tuple[str, str], int],
+                 sent: dict[tuple[str, str], int]) -> None:
+        self._received = received
+        self._sent = sent
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family("received", "SIP messages received and parsed.", {}),
+                self._family("sent", "SIP messages sent.", {})]
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._family("received", "SIP messages received and parsed.", self._received),
+                self._family("sent", "SIP messages sent.", self._sent)]
+
+    @staticmethod
+    def _family(which: str, documentation: str,
+                counts: dict[tuple[str, str], int]) -> CounterMetricFamily:
+        family = CounterMetricFamily(f"sdpbx_sip_messages_{which}", documentation,
+                                     labels=["transport", "kind"])
+        totals = {(t, k): 0 for t in TRANSPORTS for k in MESSAGE_KINDS}
+        for (transport, kind), count in list(counts.items()):  # "UDP" and "udp" are one series
+            key = (transport.lower(), kind)
+            totals[key] = totals.get(key, 0) + count
+        for (transport, kind), total in totals.items():
+            family.add_metric([transport, kind], total)
+        return family
+
+
 class Metrics:
     """The edge's metrics in a private registry (tests can create as many as they like)."""
 
@@ -37,14 +71,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._scrape_hooks: list[Callable[[Metrics], None]] = []
         registry = self.registry
-        self._received = Counter(
-            "sdpbx_sip_messages_received", "SIP messages received and parsed.",
-            ["transport", "kind"], registry=registry,
-        )
-        self._sent = Counter(
-            "sdpbx_sip_messages_sent", "SIP messages sent.",
-            ["transport", "kind"], registry=registry,
-        )
+        # (transport as given, kind) -> messages so far, reported by `_MessageCounts`.
+        self._received_counts: dict[tuple[str, str], int] = {}
+        self._sent_counts: dict[tuple[str, str], int] = {}
+        registry.register(_MessageCounts(self._received_counts, self._sent_counts))
         self._parse_errors = Counter(
             "sdpbx_sip_parse_errors", "Datagrams or stream messages that did not parse as SIP.",
             ["transport"], registry=registry,
@@ -127,12 +157,6 @@ class Metrics:
         # Bound children for the label sets known up front, under the transport's name in
         # either case ("UDP" as in a Via, "udp" as a label); others are bound on first use.
         spellings = [(t, t) for t in TRANSPORTS] + [(t.upper(), t) for t in TRANSPORTS]
-        self._received_by: dict[tuple[str, str], Counter] = {
-            (name, k): self._received.labels(t, k) for name, t in spellings for k in MESSAGE_KINDS
-        }
-        self._sent_by: dict[tuple[str, str], Counter] = {
-            (name, k): self._sent.labels(t, k) for name, t in spellings for k in MESSAGE_KINDS
-        }
         self._parse_errors_by: dict[str, Counter] = {
             name: self._parse_errors.labels(t) for name, t in spellings
         }
@@ -146,18 +170,16 @@ class Metrics:
     # --- SIP messages ---------------------------------------------------------------------
 
     def message_received(self, transport: str, kind: str) -> None:
-        """A SIP message parsed; `transport` is "udp"/"UDP", `kind` "request" or "response"."""
-        child = self._received_by.get((transport, kind))
-        if child is None:
-            child = self._received.labels(transport.lower(), kind)
-            self._received_by[transport, kind] = child
-        child.inc()
+        """A SIP message parsed; `transport` is "udp"/"UDP", `kind` "request" or "response".
+        Call from the event loop's thread only (a plain int, no lock)."""
+        counts = self._received_counts
+        key = (transport, kind)
+        counts[key] = counts.get(key, 0) + 1
 
     def message_sent(self, transport: str, kind: str) -> None:
-        child = self._sent_by.get((transport, kind))
-        if child is None:
-            child = self._sent_by[transport, kind] = self._sent.labels(transport.lower(), kind)
-        child.inc()
+        counts = self._sent_counts
+        key = (transport, kind)
+        counts[key] = counts.get(key, 0) + 1
 
     def parse_error(self, transport: str) -> None:
         child = self._parse_errors_by.get(transport)

@@ -756,7 +756,7 @@ def test_table_with_thousands_of_transactions() -> None:
     # Each gets a final response: Timer D; the stale entries must not pile up.
     for n, tx in enumerate(transactions):
         tx.receive_response(respond(tx.request, 486), 1.0 + n * 1e-4)
-    assert len(table._heap) <= 64 + 8 * len(table) + 1
+    assert table._entries <= 64 + 8 * len(table) + 1
     assert table.next_deadline() == 33.0
     out = table.handle_timer(33.25)
     assert sum(isinstance(o, Terminated) for o in out) == 2501
@@ -764,7 +764,7 @@ def test_table_with_thousands_of_transactions() -> None:
     assert table.next_deadline() == pytest.approx(33.2501)
 
 
-def test_table_heap_is_rebuilt_when_stale_entries_pile_up() -> None:
+def test_table_timers_are_rebuilt_when_stale_entries_pile_up() -> None:
     table = TransactionTable()
     transactions = []
     for n in range(100):
@@ -773,12 +773,12 @@ def test_table_heap_is_rebuilt_when_stale_entries_pile_up() -> None:
         table.add(tx)
         tx.start(0.0)
         transactions.append(tx)
-    assert len(table._heap) == 200  # E and F of each
+    assert table._entries == 200  # E and F of each
     for tx in transactions[1:]:
         table.remove(tx)  # their 198 entries are now stale
     survivor = transactions[0]
-    survivor.handle_timer(0.5)  # re-arms E: the push finds the heap too big and rebuilds it
-    assert len(table._heap) == 2
+    survivor.handle_timer(0.5)  # re-arms E: the push finds too many entries and rebuilds the slots
+    assert table._entries == 2
     assert table.next_deadline() == 1.5
     assert sorted(survivor.timers().values()) == [1.5, 32.0]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -74,6 +74,21 @@ def _check_time(value: str) -> str:
 
 
 CdrTime = Annotated[str, AfterValidator(_check_time)]
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def trusted(model: type[_Model], values: dict[str, Any]) -> _Model:
+    """A `model` holding `values` (every field, by Python name) as they are: no validation, no
+    defaults. `model_construct` without its per-field loop (~1 us instead of ~11 for a CDR),
+    for values the caller built itself and whose validity a test proves (edge.pbx.cdr)."""
+    instance = model.__new__(model)
+    object.__setattr__(instance, "__dict__", values)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance
 
 
 class _Camel(BaseModel):

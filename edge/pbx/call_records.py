@@ -24,6 +24,7 @@ from control.contracts.cdr import (
     LastError,
     LegEvent,
     rfc3339,
+    trusted,
 )
 from control.contracts.cdr import Rewrite as CdrRewrite
 from control.store.errors import Conflict, NotFound, StoreError
@@ -266,8 +267,9 @@ def cdr_for_call(call: Call, edge_id: str) -> CallDetailRecord:
     rewrite = None
     if decision is not None:
         r = decision.rewrite
-        rewrite = CdrRewrite(caller_original=r.caller_original, caller_final=r.caller_final,
-                             callee_original=r.callee_original, callee_final=r.callee_final)
+        rewrite = trusted(CdrRewrite, {
+            "caller_original": r.caller_original, "caller_final": r.caller_final,
+            "callee_original": r.callee_original, "callee_final": r.callee_final})
     trunk = call.source_trunk or (decision.trunk if decision is not None else None)
     gateway = None
     if call.answered is not None and call.answered.destination.trunk is not None:
@@ -275,10 +277,10 @@ def cdr_for_call(call: Call, edge_id: str) -> CallDetailRecord:
         host, port = call.answered.destination.peer.address
         gateway = f"{host}:{port}"
     events = [
-        LegEvent(timestamp=rfc3339(event.timestamp), leg_id=event.leg,
-                 event_type=_LEG_EVENTS.get(event.event, "removed"
-                                            if event.event.startswith("failed") else
-                                            event.event))
+        trusted(LegEvent, {
+            "timestamp": rfc3339(event.timestamp), "leg_id": event.leg,
+            "event_type": _LEG_EVENTS.get(event.event, "removed"
+                                          if event.event.startswith("failed") else event.event)})
         for event in call.timeline
     ]
     end = call.ended_at or call.created_at
@@ -296,15 +298,16 @@ def cdr_for_call(call: Call, edge_id: str) -> CallDetailRecord:
         from_number=call.from_number or None,
         to_number=call.to_number or None,
         hangup_messages=[
-            HangupMessage(code=int(m.get("code") or 0), reason=m.get("reason"),
-                          target=m.get("target"))
+            trusted(HangupMessage, {"code": int(m.get("code") or 0), "reason": m.get("reason"),
+                                    "target": m.get("target")})
             for m in call.hangup_messages
         ],
         rewrite=rewrite,
         sip_trunk_id=trunk,
         sip_gateway=gateway,
         leg_events=events,
-        last_error=LastError(code=call.last_error[0], reason=call.last_error[1] or None)
+        last_error=trusted(LastError, {"code": call.last_error[0],
+                                       "reason": call.last_error[1] or None})
         if call.last_error else None,
         metadata=dict(decision.extensions) if decision is not None else {},
         edge_id=edge_id,
@@ -326,6 +329,8 @@ class CallLedger:
         self._edge_id = edge_id
         self._observer = observer
         self._tasks: set[asyncio.Task[None]] = set()
+        # The loop, found once: get_running_loop() makes a getpid() system call every time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def call_changed(self, call: Call) -> None:
         if self._writer is not None:
@@ -338,7 +343,10 @@ class CallLedger:
             self._observer.call_ended(call.hangup_reason or "unknown",
                                       answered=call.answered_at is not None)
         if self._cdrs is not None:
-            task = asyncio.get_running_loop().create_task(self._write_cdr(call))
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            task = loop.create_task(self._write_cdr(call))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from control.contracts.cdr import CallDetailRecord
 from control.store.factory import open_stores
 from control.store.ports import BlobSettings, StoreSettings
-from edge.pbx.call_records import CallStateWriter, recover_calls, snapshot
+from edge.pbx.call_records import CallStateWriter, cdr_for_call, recover_calls, snapshot
 from edge.pbx.calls import Call
+from edge.pbx.routing import Rewrite, RouteDecision
 from edge.sip.dialog import Dialog
 from edge.sip.events import Peer
 from edge.sip.message import Request, Response, make_response, parse_message
@@ -135,3 +137,21 @@ def test_recovery_sends_bye_on_stored_dialogs(tmp_path: Path) -> None:
 
 
 CALLER_TAG = invite().from_addr.tag
+
+
+def test_the_cdr_of_a_call_validates() -> None:
+    """cdr_for_call builds the CDR without pydantic's validation: it must validate anyway."""
+    call = answered_call()
+    call.note("b-1", "invite", 1000.5)
+    call.note("b-1", "answer", 1002.0)
+    call.note("b-2", "failed_486", 1001.0)
+    call.answered_at, call.ended_at, call.ring_at = 1002.0, 1062.25, 1000.7
+    call.status_code, call.hangup_reason, call.phase = 200, "byCaller", "completed"
+    call.hangup_messages.append({"code": 486, "reason": "Busy Here", "target": "sip:b2@x"})
+    call.last_error = (503, "trunk down")
+    call.decision = RouteDecision(action="forward", extensions={"crm": {"ticket": 7}},
+                                  rewrite=Rewrite(caller_original="1", caller_final="+1"))
+    cdr = cdr_for_call(call, "edge-1")
+    assert CallDetailRecord.from_json_bytes(cdr.to_json_bytes()) == cdr
+    assert cdr.metadata == {"crm": {"ticket": 7}} and cdr.billsec_secs == 60.25
+    assert [e.event_type for e in cdr.leg_timeline.events] == ["added", "bridged", "removed"]

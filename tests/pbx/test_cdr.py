@@ -23,7 +23,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control.contracts.blob_keys import cdr_key, recording_key, safe_call_id
-from control.contracts.cdr import CallDetailRecord, RecorderMedia
+from control.contracts.cdr import (
+    CallDetailRecord,
+    HangupMessage,
+    LastError,
+    LegEvent,
+    RecorderMedia,
+    Rewrite,
+    rfc3339,
+)
 from control.store.errors import StoreUnavailable
 from control.store.factory import open_stores
 from control.store.local_blobs import LocalBlobStore, validate_key
@@ -140,6 +148,50 @@ def test_build_cdr_fills_what_follows_from_the_call() -> None:
     assert missed.status == "missed" and missed.answer_time is None
     assert missed.billsec_secs == 0.0 and missed.duration_secs == 0.0  # never negative
     assert (missed.from_number, missed.to_number) == ("+15551234567", None)
+
+
+_SIP_CODES = st.sampled_from([0, 180, 200, 404, 408, 480, 486, 487, 503, 603, 699])
+
+
+@given(
+    start=st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False),
+    ring=st.none() | st.floats(min_value=0, max_value=30),
+    answer=st.none() | st.floats(min_value=0, max_value=60),
+    length=st.floats(min_value=-5, max_value=86_400),
+    code=_SIP_CODES,
+    reason=st.none() | st.sampled_from(["byCaller", "canceled", "noAnswer", "failed"]),
+    caller=st.text(max_size=40),
+    messages=st.lists(st.tuples(_SIP_CODES, st.none() | st.text(max_size=20)), max_size=3),
+    events=st.lists(st.tuples(st.floats(min_value=0, max_value=90),
+                              st.sampled_from(["a", "b-1"]),
+                              st.sampled_from(["added", "bridged", "removed"])), max_size=4),
+    error=st.none() | st.tuples(_SIP_CODES, st.text(max_size=20)),
+)
+def test_what_build_cdr_builds_unvalidated_validates(
+    start: float, ring: float | None, answer: float | None, length: float, code: int,
+    reason: str | None, caller: str, messages: list[tuple[int, str | None]],
+    events: list[tuple[float, str, str]], error: tuple[int, str] | None,
+) -> None:
+    """build_cdr skips pydantic's validation (model_construct, for speed): whatever the edge
+    can hand it must still be a valid CDR, equal to the one its own JSON validates into."""
+    cdr = build_cdr(
+        call_id=CALL_ID, caller=caller, callee="sip:1002@pbx.example.com", direction="inbound",
+        start_time=start, end_time=start + length, status_code=code,
+        ring_time=None if ring is None else start + ring,
+        answer_time=None if answer is None else start + answer, hangup_reason=reason,
+        hangup_messages=[HangupMessage.model_construct(code=c, reason=r, target="sip:x@y")
+                         for c, r in messages],
+        rewrite=Rewrite.model_construct(caller_original="1", caller_final="2",
+                                        callee_original="3", callee_final="4"),
+        sip_trunk_id="t", sip_gateway="192.0.2.1:5060",
+        leg_events=[LegEvent.model_construct(timestamp=rfc3339(start + at), leg_id=leg,
+                                             event_type=kind) for at, leg, kind in events],
+        last_error=None if error is None else LastError.model_construct(code=error[0],
+                                                                        reason=error[1]),
+        metadata={"crm": {"id": 1}}, edge_id="e1",
+    )
+    assert CallDetailRecord.model_validate(cdr.model_dump()) == cdr
+    assert CallDetailRecord.from_json_bytes(cdr.to_json_bytes()) == cdr
 
 
 # --- the writer on real stores ------------------------------------------------------------------

@@ -528,7 +528,19 @@ direction = "outbound"
     ],
 )
 def test_identify_by_address_and_cidr(ip: str, trunk: str | None) -> None:
-    assert directory().identify(ip) == trunk
+    trunks = directory()
+    assert trunks.identify(ip) == trunk
+    assert trunks.identify(ip) == trunk  # the remembered answer
+
+
+def test_identify_remembers_a_bounded_number_of_sources() -> None:
+    from edge.pbx import routing
+
+    trunks = directory()
+    for n in range(routing._IDENTIFIED_MAX + 10):
+        assert trunks.identify(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}") is None
+    assert len(trunks._identified) <= routing._IDENTIFIED_MAX
+    assert trunks.identify("198.51.7.1") == "narrow"
 
 
 def test_unresolved_host_names_are_reported_and_credentials_given() -> None:
