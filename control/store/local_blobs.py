@@ -97,6 +97,7 @@ def write_atomically(target: Path, source: bytes | Path) -> None:
 
 
 _temp_names = itertools.count()
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def _write_batch(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
@@ -106,11 +107,15 @@ def _write_batch(items: list[tuple[Path, bytes]]) -> list[OSError | None]:
     renames, then one fsync per folder. Blocking: run it in a thread. One result per item."""
     results: list[OSError | None] = [None] * len(items)
     opened: list[tuple[int, int, str, Path]] = []
+    pid = os.getpid()
     for index, (target, data) in enumerate(items):
-        temp = f"{target.parent}/.tmp-{os.getpid()}-{next(_temp_names)}.part"
+        temp = f"{target.parent}/.tmp-{pid}-{next(_temp_names)}.part"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                fd = os.open(temp, _CREATE_NEW, 0o644)
+            except FileNotFoundError:  # the first blob of the day's folder
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(temp, _CREATE_NEW, 0o644)
         except OSError as error:
             results[index] = error
             continue

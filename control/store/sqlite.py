@@ -227,8 +227,10 @@ def _is_transient(error: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text or "disk I/O" in text
 
 
-# A job for the thread: a call and the futures its outcome goes to (a group commit has many).
-_Job = tuple[Callable[[], Any], list["asyncio.Future[Any]"]]
+# A job for the thread: an op on the connection (`run`, a `write` group) or, when the connection
+# is not to be used (opening and closing it), a plain call; and the futures its outcome goes to
+# (a group commit has many).
+_Job = tuple["Op[Any] | None", "Callable[[], Any] | None", list["asyncio.Future[Any]"]]
 _Outcome = tuple[list["asyncio.Future[Any]"], bool, Any]
 
 
@@ -238,8 +240,10 @@ class SqliteWorker:
     The thread is fed by a plain queue: the jobs posted during one turn of the event loop go
     over as one batch and their outcomes come back in one wake-up of the loop
     (`call_soon_threadsafe`), so under load a call's few writes and a flood of lookups cost one
-    hand-off per batch, not one each. `write(sql, params)` joins the statements of one turn
-    into one transaction (group commit); other ops each run, and commit, on their own.
+    hand-off per batch, not one each. The ops of a batch also share one transaction, each in
+    a savepoint of its own: an op that fails is rolled back alone and its error goes to its
+    caller only, while the others commit together (a commit per op cost half of each write).
+    `write(sql, params)` joins the statements of one turn into one op (group commit).
 
     Transient failures (database locked by another process past the busy timeout, disk I/O
     errors) are retried a few times with growing pauses, in the worker thread, then reported
@@ -281,7 +285,7 @@ class SqliteWorker:
             raise StoreUnavailable("the SQLite store is closed")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        self._post(loop, (functools.partial(self._apply, op), [done]))
+        self._post(loop, (op, None, [done]))
         return await done
 
     def write(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[None]:
@@ -296,13 +300,10 @@ class SqliteWorker:
         if group is None:
             group = self._group = ([], [])
             commit = functools.partial(_commit_group, group[0])
-            self._post(loop, (functools.partial(self._apply, commit), group[1]))
+            self._post(loop, (commit, None, group[1]))
         group[0].append((sql, params))
         group[1].append(done)
         return done
-
-    def _apply(self, op: Op[T]) -> T:
-        return self._retrying(functools.partial(op, self._connection()))
 
     def _post(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
         if not self._pending:
@@ -324,7 +325,7 @@ class SqliteWorker:
     async def _call(self, job: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        self._post(loop, (functools.partial(self._retrying, job), [done]))
+        self._post(loop, (None, job, [done]))
         return await done
 
     async def open(self) -> None:
@@ -338,7 +339,7 @@ class SqliteWorker:
         self._closed = True
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._post(loop, (functools.partial(self._retrying, self._disconnect), [done]))
+        self._post(loop, (None, self._disconnect, [done]))
         self._flush(loop)  # now: the scheduled flush finds nothing left
         self._jobs.put(None)
         await done
@@ -352,13 +353,67 @@ class SqliteWorker:
                 return
             loop, batch = item
             outcomes: list[_Outcome] = []
-            for job, futures in batch:
+            ops: list[tuple[Op[Any], list[asyncio.Future[Any]]]] = []
+            for op, call, futures in batch:
+                if op is not None:
+                    ops.append((op, futures))
+                    continue
+                self._run_ops(ops, outcomes)
+                ops = []
+                assert call is not None
                 try:
-                    outcomes.append((futures, True, job()))
+                    outcomes.append((futures, True, self._retrying(call)))
                 except BaseException as error:  # delivered to the job's callers
                     outcomes.append((futures, False, error))
+            self._run_ops(ops, outcomes)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
                 loop.call_soon_threadsafe(_deliver, outcomes)
+
+    def _run_ops(self, ops: list[tuple[Op[Any], list[asyncio.Future[Any]]]],
+                 outcomes: list[_Outcome]) -> None:
+        """Run `ops` in one transaction (a savepoint each), or alone when that fails."""
+        if len(ops) > 1 and self._conn is not None and not self._conn.in_transaction:
+            together = self._in_one_transaction(self._conn, ops)
+            if together is not None:
+                outcomes.extend(together)
+                return
+        for op, futures in ops:  # one, or a shared transaction that could not commit
+            try:
+                conn = self._connection()
+                outcomes.append((futures, True, self._retrying(functools.partial(op, conn))))
+            except BaseException as error:  # delivered to the op's callers
+                outcomes.append((futures, False, error))
+
+    def _in_one_transaction(
+        self, conn: sqlite3.Connection, ops: list[tuple[Op[Any], list[asyncio.Future[Any]]]]
+    ) -> list[_Outcome] | None:
+        """The outcomes of `ops` run in one transaction, or None when it did not commit
+        (nothing of it stays: the caller runs each op on its own, with retries)."""
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, futures in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except sqlite3.Error:
+                    raise  # the connection's trouble, not the op's: run them one by one
+                except Exception as error:  # the op's own answer (Conflict, NotFound...)
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((futures, False, error))
+                    continue
+                conn.execute("RELEASE op")
+                outcomes.append((futures, True, value))
+            conn.execute("COMMIT")
+        except BaseException as error:  # sqlite3.Error, or worse: each op alone will tell
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            log.info("sqlite batch not committed, running its ops one by one: %s", error,
+                     extra={"path": self.path, "ops": len(ops)})
+            return None
+        return outcomes
 
     def _connect(self) -> None:
         if self._conn is not None:
@@ -440,7 +495,10 @@ def _deliver(outcomes: list[_Outcome]) -> None:
 
 def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
     """Run `body` in one write transaction. BEGIN IMMEDIATE takes the write lock up front, so
-    two processes never deadlock upgrading read locks."""
+    two processes never deadlock upgrading read locks. Inside the worker's batch transaction
+    `body` just runs: the op's savepoint makes it all or nothing already."""
+    if conn.in_transaction:
+        return body()
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = body()

@@ -336,6 +336,39 @@ async def test_writes_of_one_turn_are_one_transaction_and_share_a_failure(
     assert [row[0] for row in rows] == [f"k{i}" for i in range(5)]
 
 
+async def test_ops_of_one_turn_commit_together_and_fail_alone(db: sq.SqliteStores) -> None:
+    """The ops of one batch share a transaction (one COMMIT), each in a savepoint: one that
+    answers Conflict is rolled back alone; one the database refuses (bad SQL) sends the batch
+    back to one-by-one, where only that one fails."""
+    statements: list[str] = []
+
+    def trace(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+
+    await db.worker.run(trace)
+    await db.calls.create(call("a"))
+    statements.clear()
+    results = await asyncio.gather(
+        db.calls.create(call("b")), db.calls.create(call("a")), db.calls.create(call("c")),
+        db.calls.get("b"), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == [
+        "CallRecord", "Conflict", "CallRecord", "CallRecord"], results
+    assert statements.count("COMMIT") == 1 and statements[0] == "BEGIN IMMEDIATE"
+    assert statements.count("ROLLBACK TO op") == 1
+
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO nowhere VALUES (1)")
+
+    outcomes = await asyncio.gather(
+        db.calls.create(call("d")), db.worker.run(bad), db.calls.create(call("e")),
+        return_exceptions=True)
+    assert [type(r).__name__ for r in outcomes] == [
+        "CallRecord", "StoreUnavailable", "CallRecord"], outcomes
+    page = await db.calls.list_active(limit=10)
+    assert [r.call_id for r in page.items] == ["a", "b", "c", "d", "e"]
+    await db.worker.run(lambda conn: conn.set_trace_callback(None))
+
+
 async def test_close_runs_what_was_asked_first_then_stops_the_thread(db_path: Path) -> None:
     stores = await open_db(db_path)
     pending = [asyncio.ensure_future(stores.registrations.count(0.0)) for _ in range(3)]
