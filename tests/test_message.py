@@ -842,6 +842,11 @@ def test_new_request_takes_parsed_values_and_round_trips() -> None:
     assert [name for name, _ in again.headers] == [
         "Via", "Max-Forwards", "From", "To", "Call-ID", "CSeq", "Content-Length",
     ]
+    # The values it was given are what it reads back, without parsing its own text, and
+    # they equal what that text parses into.
+    assert request.top_via is via and request.from_addr is alice and request.to_addr is bob
+    assert (again.top_via, again.from_addr, again.to_addr, again.cseq) == (
+        request.top_via, request.from_addr, request.to_addr, request.cseq)
 
 
 @pytest.mark.parametrize(

@@ -2013,6 +2013,7 @@ class CallManager:
                 call.hooks.ended(call)
             except Exception:
                 log.exception("call application failed", extra={"call_id": call.call_id})
+        self._loop.call_later(DISSOLVE_AFTER_S, dissolve, call)
 
     def record_changed(self, call: Call) -> None:
         """Something outside the B2BUA changed what the call record keeps (`store_data`)."""
@@ -2121,6 +2122,33 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("call task failed", exc_info=task.exception())
 
 
+# An ended call and its parts point at each other (a leg at its call, the call at its legs,
+# an application at its call): left alone they wait for the cyclic GC, whose passes over
+# such garbage cost ~50 us a call at 600 calls/s. Once its CDR and last record write have
+# what they need (they start within milliseconds of the end), the call lets go of its parts,
+# and all of it is freed as soon as nothing else holds it.
+DISSOLVE_AFTER_S = 2.0
+
+
+def dissolve(call: Call) -> None:
+    """Drop an ended call's references to its legs, pending helpers and application. The
+    INVITEs stay with their transactions for up to 32 s more (RFC 6026 Timer L and M),
+    parsed headers forgotten: fewer live objects for the cyclic GC to walk."""
+    call.invite.forget_parsed()
+    for leg in call.legs:
+        leg.invite.forget_parsed()
+    call.legs = []
+    call.answered = None
+    call.pending_ack_sdp = None
+    call.transferring = None
+    call.connecting = None
+    call.relaying = None
+    call.local_offer = None
+    call.retransmit = None
+    call.hooks = None
+    call.connect_result = None
+
+
 def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -2145,6 +2173,7 @@ async def _resolve_host(host: str, port: int) -> str:
 
 
 __all__ = [
+    "DISSOLVE_AFTER_S",
     "ApplicationStarter",
     "Call",
     "CallHooks",
@@ -2157,5 +2186,6 @@ __all__ = [
     "MediaTerminator",
     "Origination",
     "OutboundLeg",
+    "dissolve",
     "info_digits",
 ]

@@ -244,6 +244,10 @@ class SipEndpoint:
             log.info("response %d for a finished transaction not sent", response.status)
             return
         self._process(transaction.send_response(response, now), now)
+        if response.status >= 200:
+            # The response is kept as sent (its bytes) for retransmissions only: its parsed
+            # headers are not needed any more.
+            response.headers.forget_parsed()
         if transaction.state is State.COMPLETED and not transaction.FOR_INVITE:
             # A non-INVITE server transaction now only absorbs retransmissions for Timer J
             # (32 s on UDP): thousands of them stay alive under load. Their request's parsed

@@ -577,4 +577,13 @@ def new_request(
         out.add("Contact", contact)
     for name, value in headers or ():
         out.add(name, value)
+    # What the caller built need not be parsed back from its text (the transaction layer
+    # reads the Via and CSeq of every request it sends).
+    if isinstance(via, Via):
+        out.set_memo("Via:top", via)
+    if isinstance(from_, NameAddr):
+        out.set_memo("From", from_)
+    if isinstance(to, NameAddr):
+        out.set_memo("To", to)
+    out.set_memo("CSeq", CSeq(cseq, method))
     return Request(method, uri, out, body)

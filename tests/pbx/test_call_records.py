@@ -4,13 +4,14 @@ and a restart's recovery sends BYE on the stored dialogs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 from control.contracts.cdr import CallDetailRecord
 from control.store.factory import open_stores
 from control.store.ports import BlobSettings, StoreSettings
 from edge.pbx.call_records import CallStateWriter, cdr_for_call, recover_calls, snapshot
-from edge.pbx.calls import Call
+from edge.pbx.calls import Call, Destination, OutboundLeg, dissolve
 from edge.pbx.routing import Rewrite, RouteDecision
 from edge.sip.dialog import Dialog
 from edge.sip.events import Peer
@@ -155,3 +156,37 @@ def test_the_cdr_of_a_call_validates() -> None:
     assert CallDetailRecord.from_json_bytes(cdr.to_json_bytes()) == cdr
     assert cdr.metadata == {"crm": {"ticket": 7}} and cdr.billsec_secs == 60.25
     assert [e.event_type for e in cdr.leg_timeline.events] == ["added", "bridged", "removed"]
+
+
+def test_a_dissolved_call_is_freed_without_the_cyclic_gc() -> None:
+    """An ended call lets go of its legs (`dissolve`, shortly after its end): call and legs,
+    which point at each other, are then freed by reference counting alone."""
+
+    def calls_alive() -> int:
+        return sum(type(o) is Call for o in gc.get_objects())
+
+    def ended_call() -> Call:
+        call = answered_call()
+        leg = OutboundLeg(call=call, destination=Destination(
+            request_uri="sip:bob@192.0.2.20", to_uri="sip:bob@pbx.test", peer=CALLER),
+            invite=call.invite, transaction_id=2, leg_id="b-1")
+        call.legs.append(leg)
+        call.answered = leg
+        return call
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = calls_alive()
+        kept = ended_call()
+        assert calls_alive() == before + 1
+        del kept  # the cycle keeps it
+        assert calls_alive() == before + 1
+        gc.collect()
+        dissolved = ended_call()
+        dissolve(dissolved)
+        assert dissolved.legs == [] and dissolved.answered is None
+        del dissolved
+        assert calls_alive() == before
+    finally:
+        gc.enable()
