@@ -240,9 +240,9 @@ class SqliteWorker:
     The thread is fed by a plain queue: the jobs posted during one turn of the event loop go
     over as one batch and their outcomes come back in one wake-up of the loop
     (`call_soon_threadsafe`), so under load a call's few writes and a flood of lookups cost one
-    hand-off per batch, not one each. The ops of a batch also share one transaction, each in
-    a savepoint of its own: an op that fails is rolled back alone and its error goes to its
-    caller only, while the others commit together (a commit per op cost half of each write).
+    hand-off per batch, not one each. The ops of a batch also share one transaction (a commit
+    per op cost half of each write): an op's own error goes to its caller only, while the
+    others commit together (see `_in_one_transaction`).
     `write(sql, params)` joins the statements of one turn into one op (group commit).
 
     Transient failures (database locked by another process past the busy timeout, disk I/O
@@ -388,22 +388,27 @@ class SqliteWorker:
         self, conn: sqlite3.Connection, ops: list[tuple[Op[Any], list[asyncio.Future[Any]]]]
     ) -> list[_Outcome] | None:
         """The outcomes of `ops` run in one transaction, or None when it did not commit
-        (nothing of it stays: the caller runs each op on its own, with retries)."""
+        (nothing of it stays: the caller runs each op on its own, with retries).
+
+        No savepoint per op: each statement lets the GIL go and comes back for it, a
+        hand-off with the event loop's thread when that one is busy. An op that answers an
+        error of its own (Conflict, NotFound) without having changed a row just reports it;
+        one that changed rows first is undone with the whole batch, and all of it then runs
+        op by op (rare: the ops check before they write)."""
         outcomes: list[_Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, futures in ops:
-                conn.execute("SAVEPOINT op")
+                changes = conn.total_changes
                 try:
                     value = op(conn)
                 except sqlite3.Error:
                     raise  # the connection's trouble, not the op's: run them one by one
                 except Exception as error:  # the op's own answer (Conflict, NotFound...)
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
+                    if conn.total_changes != changes:
+                        raise  # it wrote before it failed: undo the batch, go one by one
                     outcomes.append((futures, False, error))
                     continue
-                conn.execute("RELEASE op")
                 outcomes.append((futures, True, value))
             conn.execute("COMMIT")
         except BaseException as error:  # sqlite3.Error, or worse: each op alone will tell
@@ -496,7 +501,8 @@ def _deliver(outcomes: list[_Outcome]) -> None:
 def _write(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
     """Run `body` in one write transaction. BEGIN IMMEDIATE takes the write lock up front, so
     two processes never deadlock upgrading read locks. Inside the worker's batch transaction
-    `body` just runs: the op's savepoint makes it all or nothing already."""
+    `body` just runs: a batch whose op fails after writing is undone whole and its ops run
+    again one by one, each then in a transaction of its own."""
     if conn.in_transaction:
         return body()
     conn.execute("BEGIN IMMEDIATE")
