@@ -540,9 +540,14 @@ def _write_atomically(path: Path, text: str) -> None:
 def tune_gc() -> None:
     """Collect garbage less often: a busy edge allocates many short-lived objects per message,
     and with the default thresholds the cyclic collector took ~20% of the CPU of a
-    REGISTER flood. Objects alive at start-up (modules, config) are frozen out of it."""
+    REGISTER flood. Objects alive at start-up (modules, config) are frozen out of it.
+
+    A young-generation pass walks what survived since the last one, and the loop (media
+    included) waits meanwhile: at 800 calls/s a 50,000-object generation took ~50 ms a pass,
+    a 10,000-object one ~9 ms, for no more CPU in all (measured: 0.32 s against 0.44 s per
+    8000 calls). The middle generation is collected after as many objects as before."""
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(10_000, 250, 100)
 
 
 def serve(config: Config) -> None:
