@@ -22,6 +22,7 @@ from edge.sip.grammar import (
     format_params,
     has_param,
     host_key,
+    is_ip_address,
     is_token,
     param,
     parse_params,
@@ -363,3 +364,11 @@ def test_parse_params_without_lws_reads_like_with_lws(pairs: list[tuple[str, str
     text = format_params(pairs)
     spaced = text.replace(";", " ; ")
     assert parse_params(text) == parse_params(spaced) == tuple(pairs)
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("192.0.2.1", True), ("2001:db8::1", True), ("::ffff:192.0.2.1", True),
+    ("gw.carrier.example", False), ("192.0.2", False), ("[2001:db8::1]", False), ("", False),
+])
+def test_is_ip_address(text: str, address: bool) -> None:
+    assert is_ip_address(text) is address

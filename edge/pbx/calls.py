@@ -17,7 +17,6 @@ record, the CDR) goes to the injected `CallSink` off the SIP path.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
 import time
@@ -50,7 +49,7 @@ from edge.sip.events import (
     ResponseReceived,
     TransactionFailed,
 )
-from edge.sip.grammar import bounded_memo, format_host_port
+from edge.sip.grammar import format_host_port, is_ip_address
 from edge.sip.message import Request, Response, make_response, new_request
 from edge.sip.sdp import SessionDescription
 from edge.sip.transaction import build_cancel
@@ -2149,22 +2148,10 @@ def dissolve(call: Call) -> None:
     call.connect_result = None
 
 
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-# Each B-leg asks: parsing the address was ~1% of a call's CPU, and trunks are few.
-_ip_literal = bounded_memo(_is_ip_literal, 1024)
-
-
 async def _resolve_host(host: str, port: int) -> str:
     """An IP literal as is; a name through the resolver (first IPv4 answer)."""
     host = host.strip("[]")
-    if _ip_literal(host):
+    if is_ip_address(host):  # the grammar's check: ipaddress.ip_address cost ~1% of a call
         return host
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=2)
     if not infos:

@@ -242,10 +242,15 @@ def check_host(host: str, what: str) -> str:
     return host
 
 
+def is_ip_address(text: str) -> bool:
+    """Whether `text` (without brackets) is an IPv4 or IPv6 address rather than a name."""
+    return _IPV4_RE.fullmatch(text) is not None or _ipv6_compressed(text) is not None
+
+
 def check_ip_address(text: str, what: str) -> str:
     """Validate an IPv4 or IPv6 address (brackets tolerated, RFC 5118 §4.5); return it bare."""
     inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    if _IPV4_RE.fullmatch(inner) is not None or _ipv6_compressed(inner) is not None:
+    if is_ip_address(inner):
         return inner
     raise SipParseError(f"{what}: {excerpt(text)} is not an IP address")
 
@@ -470,23 +475,25 @@ def bare_instance(cls: type[T]) -> T:
     return cls.__new__(cls)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+# A dataclass -> its field names, in order and as a set.
+_FIELD_NAMES: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
 
 
 def evolve(value: T, changes: dict[str, Any]) -> T:
     """A copy of the frozen dataclass `value` with `changes`, like `dataclasses.replace` but
-    for classes without `__post_init__` only (it is not run): field by field into a
-    `bare_instance`, several times faster than the generated constructor (TypeError for a
-    name that is not a field)."""
+    field by field into a `bare_instance`, several times faster than the generated constructor
+    (TypeError for a name that is not a field). `__post_init__` is not run: a caller whose
+    class derives fields there sets them in `changes` itself."""
     cls = type(value)
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-    unknown = changes.keys() - set(names)
-    if unknown:
-        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    known = _FIELD_NAMES.get(cls)
+    if known is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        known = _FIELD_NAMES[cls] = (names, frozenset(names))
+    if not known[1].issuperset(changes):
+        unknown = sorted(set(changes) - known[1])
+        raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}")
     copy = bare_instance(cls)
-    for name in names:
+    for name in known[0]:
         object.__setattr__(copy, name, changes[name] if name in changes else getattr(value, name))
     return copy
 

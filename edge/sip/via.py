@@ -21,6 +21,7 @@ from edge.sip.grammar import (
     check_ip_address,
     check_ipv6_reference,
     check_port,
+    evolve,
     excerpt,
     format_host,
     format_host_port,
@@ -138,7 +139,8 @@ class Via:
             rport = self.rport
         else:
             return self
-        # One copy without re-validating what this Via already passed (this runs per request).
+        # One copy without re-validating what this Via already passed (this runs per request;
+        # written out, it costs half of what `evolve` does).
         stamped = bare_instance(Via)
         for name in _COPIED_FIELDS:
             object.__setattr__(stamped, name, getattr(self, name))
@@ -177,16 +179,10 @@ class Via:
         if not is_token(branch):
             raise LocalProtocolError(f"Via branch {branch!r} is not a token")
         params: Params = (("branch", branch), ("rport", None)) if rport else (("branch", branch),)
-        # Filled field by field: this runs for every request the edge sends, and the
-        # dataclass constructor would scan the parameters just written (see with_source).
-        via = bare_instance(cls)
-        for name, value in (("transport", transport.upper()), ("host", host), ("port", port),
-                            ("params", params), ("protocol_name", "SIP"),
-                            ("protocol_version", "2.0"), ("_head", None), ("_text", None),
-                            ("branch", branch), ("received", None), ("rport", None),
-                            ("rport_requested", rport)):
-            _set(via, name, value)
-        return via
+        # This runs for every request the edge sends: no constructor scanning the parameters
+        # just written (see with_source).
+        return evolve(_BUILT, {"transport": transport.upper(), "host": host, "port": port,
+                               "params": params, "branch": branch, "rport_requested": rport})
 
 
 _set = object.__setattr__
@@ -225,6 +221,8 @@ def _scan_params(params: Params) -> tuple[str | None, str | None, int | None, bo
                 raise SipParseError(f"{_WHAT}: maddr without a value")
             check_host(value, _WHAT)
     return branch, received, rport, requested
+
+
 
 
 _COPIED_FIELDS = ("transport", "host", "port", "protocol_name", "protocol_version", "_head",
@@ -322,3 +320,7 @@ def _explain(text: str) -> str:
             host = sent_by.partition(";")[0].strip(_SP_HTAB)
     check_host(host, _WHAT)
     return f"invalid sent-by {excerpt(sent_by)}"
+
+
+# What Via.build copies: SIP/2.0, no parameters, nothing received yet.
+_BUILT = Via(transport="UDP", host="0.0.0.0")
