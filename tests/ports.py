@@ -29,6 +29,17 @@ def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
 
 
+def free_media_port() -> int:
+    """An even UDP port for SIPp's `-mp`, free with the three above it: SIPp binds the audio
+    port and, two above, a video one (with RTCP beside each); a busy video port fails the
+    whole client ("Unable to bind video RTP socket")."""
+    for _ in range(500):
+        port = random.choice(_PORTS) & ~1
+        if all(_bindable(port + n, socket.SOCK_DGRAM) for n in range(4)):
+            return port
+    raise OSError("no four free UDP ports in 10000-19999 on 127.0.0.1")
+
+
 def free_tcp_port() -> int:
     return free_port(socket.SOCK_STREAM)
 

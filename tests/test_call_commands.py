@@ -17,7 +17,7 @@ import pytest
 
 from control.contracts.signing import sign
 from tests.edge_process import EdgeProcess, running_edge
-from tests.ports import free_udp_port
+from tests.ports import free_media_port, free_udp_port
 from tests.test_calls_sipp import (
     SCENARIOS,
     SECRET,
@@ -150,13 +150,13 @@ def media_call(tmp: Path) -> Iterator[MediaCall]:
             callee = Sipp(tmp, "uas", [
                 "-sf", str(scenario_with_media_port(
                     tmp, "uas_answer.xml", callee_media.getsockname()[1])),
-                "-p", str(port), "-mp", str(free_udp_port())])
+                "-p", str(port), "-mp", str(free_media_port())])
             time.sleep(0.3)
             caller = Sipp(tmp, "uac", [
                 "-sf", str(scenario_with_media_port(
                     tmp, "uac_wait_bye.xml", caller_media.getsockname()[1])),
                 f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
-                "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
+                "-p", str(free_udp_port()), "-mp", str(free_media_port())])
             call_id = wait_answered(tmp)
             yield MediaCall(edge, caller, callee, call_id, caller_media, callee_media,
                             _relay_port(tmp / "uac_messages.log", "received"))
@@ -327,12 +327,12 @@ def test_blind_transfer_moves_the_caller_to_another_party(tmp_path: Path, kind: 
             second = Sipp(tmp_path, "second", [
                 "-sf", str(scenario_with_media_port(
                     tmp_path, "uas_answer.xml", second_media.getsockname()[1])),
-                "-p", str(second_port), "-mp", str(free_udp_port())])
+                "-p", str(second_port), "-mp", str(free_media_port())])
             caller = Sipp(tmp_path, "uac", [
                 "-sf", str(scenario_with_media_port(
                     tmp_path, "uac_wait_bye.xml", caller_media.getsockname()[1])),
                 f"{edge.sip_udp[0]}:{edge.sip_udp[1]}", "-s", "2000", "-t", "u1",
-                "-p", str(free_udp_port()), "-mp", str(free_udp_port())])
+                "-p", str(free_udp_port()), "-mp", str(free_media_port())])
             call_id = wait_answered(tmp_path)
             relay_a = _relay_port(tmp_path / "uac_messages.log", "received")
             target = f"sip:bob@127.0.0.1:{second_port}" if kind == "uri" else "9001"

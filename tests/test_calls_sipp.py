@@ -24,7 +24,7 @@ import pytest
 
 from control.contracts.signing import verify
 from tests.edge_process import EdgeProcess, running_edge
-from tests.ports import free_udp_port
+from tests.ports import free_media_port, free_udp_port
 
 SCENARIOS = Path(__file__).parent / "interop" / "sipp" / "calls"
 SECRET = "test-webhook-secret"
@@ -97,7 +97,7 @@ class Sipp:
 
 def uas(tmp: Path, scenario: Path | str, port: int, *keys: tuple[str, str]) -> Sipp:
     path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
-    args = ["-sf", str(path), "-p", str(port), "-mp", str(free_udp_port())]
+    args = ["-sf", str(path), "-p", str(port), "-mp", str(free_media_port())]
     for key, value in keys:
         args += ["-set", key, value]
     sipp = Sipp(tmp, "uas", args)
@@ -111,7 +111,7 @@ def uac(tmp: Path, scenario: Path | str, edge: EdgeProcess, user: str = "2000",
     path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
     return Sipp(tmp, "uac", ["-sf", str(path), f"{target[0]}:{target[1]}", "-s", user,
                              "-t", transport, "-p", str(free_udp_port()),
-                             "-mp", str(free_udp_port())])
+                             "-mp", str(free_media_port())])
 
 
 def uac_expecting(tmp: Path, status: int) -> Path:
@@ -371,7 +371,7 @@ def test_parallel_fork_first_answer_wins(tmp_path: Path) -> None:
         config = pbx_config(tmp_path, trunk_config(free_udp_port(), route=False) + router)
         with running_edge(tmp_path, config_text=config) as edge:
             loser = Sipp(tmp_path, "loser", ["-sf", str(SCENARIOS / "uas_ring.xml"),
-                                             "-p", str(ringing), "-mp", str(free_udp_port())])
+                                             "-p", str(ringing), "-mp", str(free_media_port())])
             winner = uas(tmp_path, "uas_answer.xml", answering)
             run_call(uac(tmp_path, "uac_call.xml", edge), winner, edge)
             # The one that only rang got CANCEL, answered 487 and saw the ACK.
@@ -392,7 +392,7 @@ def test_sequential_failover_to_the_next_target(tmp_path: Path) -> None:
         scenario.write_text((SCENARIOS / "uas_reject.xml").read_text().replace("[status]", "503"))
         with running_edge(tmp_path, config_text=config) as edge:
             first = Sipp(tmp_path, "first", ["-sf", str(scenario), "-p", str(failing),
-                                             "-mp", str(free_udp_port())])
+                                             "-mp", str(free_media_port())])
             second = uas(tmp_path, "uas_answer.xml", answering)
             run_call(uac(tmp_path, "uac_call.xml", edge), second, edge)
             assert first.wait() == 0, first.explain()

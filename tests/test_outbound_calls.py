@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.edge_process import EdgeProcess, running_edge
-from tests.ports import free_udp_port
+from tests.ports import free_media_port, free_udp_port
 from tests.signed_http import signed_http_server
 from tests.test_call_commands import drain, rtp_packet, scenario_with_media_port
 from tests.test_calls_sipp import (
@@ -124,11 +124,11 @@ def test_outbound_call_connects_a_second_party(tmp_path: Path) -> None:
             callee = Sipp(tmp_path, "callee", [
                 "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml",
                                                     callee_media.getsockname()[1])),
-                "-p", str(callee_port), "-mp", str(free_udp_port())])
+                "-p", str(callee_port), "-mp", str(free_media_port())])
             second = Sipp(tmp_path, "second", [
                 "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml",
                                                     second_media.getsockname()[1])),
-                "-p", str(second_port), "-mp", str(free_udp_port())])
+                "-p", str(second_port), "-mp", str(free_media_port())])
             time.sleep(0.3)
             api = f"http://{edge.http[0]}:{edge.http[1]}/api/v1"
             body = {"to": "5551000", "from": "4155550100", "answer_url": f"{base}/answer",
@@ -198,7 +198,7 @@ def test_outbound_call_busy_and_inline_steps(tmp_path: Path) -> None:
         scenario.write_text((SCENARIOS / "uas_reject.xml").read_text().replace(
             "[status]", "486"))
         callee = Sipp(tmp_path, "callee", ["-sf", str(scenario), "-p", str(callee_port),
-                                           "-mp", str(free_udp_port())])
+                                           "-mp", str(free_media_port())])
         time.sleep(0.3)
         api = f"http://{edge.http[0]}:{edge.http[1]}/api/v1"
         reply = httpx.post(f"{api}/calls", headers=auth, timeout=10, json={
@@ -241,10 +241,10 @@ def test_outbound_call_to_a_registered_extension_connects_a_second_party(
         assert register.wait() == 0, register.explain() + edge.log()[-3000:]
         callee = Sipp(tmp_path, "callee", [
             "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml", free_udp_port())),
-            "-p", str(phone_port), "-mp", str(free_udp_port())])
+            "-p", str(phone_port), "-mp", str(free_media_port())])
         second = Sipp(tmp_path, "second", [
             "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml", free_udp_port())),
-            "-p", str(second_port), "-mp", str(free_udp_port())])
+            "-p", str(second_port), "-mp", str(free_media_port())])
         time.sleep(0.3)
         reply = httpx.post(
             f"{api}/calls", headers=auth, timeout=10,
@@ -280,7 +280,7 @@ def test_outbound_call_nobody_answers(tmp_path: Path) -> None:
     with application_server(app) as base, running_edge(tmp_path, config_text=config) as edge:
         callee = Sipp(tmp_path, "callee", [
             "-sf", str(SCENARIOS / "uas_ring.xml"), "-p", str(callee_port),
-            "-mp", str(free_udp_port())])
+            "-mp", str(free_media_port())])
         time.sleep(0.3)
         reply = httpx.post(
             f"http://{edge.http[0]}:{edge.http[1]}/api/v1/calls", headers=auth, timeout=10,
@@ -314,7 +314,7 @@ def test_answer_url_fallback_and_invalid_steps(tmp_path: Path, case: str) -> Non
             callee = Sipp(tmp_path, "callee", [
                 "-sf", str(scenario_with_media_port(tmp_path, "uas_answer.xml",
                                                     free_udp_port())),
-                "-p", str(callee_port), "-mp", str(free_udp_port())])
+                "-p", str(callee_port), "-mp", str(free_media_port())])
             time.sleep(0.3)
             body: dict[str, Any] = {"to": "5551000", "event_url": f"{base}/events"}
             if case == "fallback":
